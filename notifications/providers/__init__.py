@@ -1,0 +1,1 @@
+"""Delivery providers: one module per provider behind one base class per channel."""

@@ -1,0 +1,24 @@
+"""ASGI entry point: one origin for the API, the console and WebSockets.
+
+HTTP is served by the WSGI application inside a fixed pool of threads (a2wsgi), not by Django's
+ASGI handler: under the ASGI handler every request ran in a new thread with its own persistent
+database connection, and PostgreSQL ran out of connections (see the README, "Serving"). In a
+fixed pool each thread keeps one connection, so connections are bounded by
+WEB_THREADS x processes. WebSockets (the live console) are added here by the Channels routing.
+"""
+
+import os
+
+from a2wsgi import WSGIMiddleware
+from channels.routing import ProtocolTypeRouter
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tenant_platform.settings.dev")
+
+_wsgi = get_wsgi_application()
+
+application = ProtocolTypeRouter(
+    {
+        "http": WSGIMiddleware(_wsgi, workers=int(os.environ.get("WEB_THREADS", "8"))),  # type: ignore[arg-type]
+    }
+)

@@ -1,0 +1,25 @@
+"""Routes for every host: the API (tenant chosen by API key), its docs, and dev tools."""
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+
+def health(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+urlpatterns = [
+    path("api/v1/", include("notifications.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("healthz", health),
+]
+
+if settings.DEBUG:
+    # What the local mail catcher (and later the fake SMS and push services) received.
+    urlpatterns.append(path("dev/", include("tenant_platform.devtools.urls")))
+
+handler404 = "tenant_platform.api_errors.json_404"
+handler500 = "tenant_platform.api_errors.json_500"
