@@ -71,14 +71,14 @@ def accept(spec: NotificationSpec) -> Notification:
 def upsert_recipient(spec: RecipientSpec) -> Recipient:
     """Insert or update by external_id in one statement (safe under concurrent requests)."""
     given = {field: value for field in ("email", "phone") if (value := getattr(spec, field)) is not None}
-    recipient = Recipient(external_id=spec.external_id, updated_at=timezone.now(), **given)
-    (saved,) = Recipient.objects.bulk_create(
-        [recipient],
+    Recipient.objects.bulk_create(
+        [Recipient(external_id=spec.external_id, updated_at=timezone.now(), **given)],
         update_conflicts=True,
         unique_fields=["external_id"],
         update_fields=["updated_at", *given],
     )
-    return saved
+    # The object passed in keeps its own new id even when the row existed: read the real one.
+    return Recipient.objects.get(external_id=spec.external_id)
 
 
 def _address(recipient: Recipient, channel: str) -> str:
@@ -99,7 +99,7 @@ def enqueue(delivery_ids: list[str], priority: str) -> bool:
 
     queue = QUEUE_FOR_PRIORITY.get(Priority(priority), "default")
     try:
-        send_deliveries.apply_async(args=[delivery_ids], queue=queue)
+        send_deliveries.apply_async(args=(delivery_ids,), queue=queue)
     except OperationalError:
         log.warning("broker unreachable: %d deliveries left queued for the sweeper", len(delivery_ids))
         return False

@@ -24,7 +24,7 @@ BACKOFF_CAP = 300.0
 
 def backoff(retries: int) -> float:
     """Exponential backoff with full jitter."""
-    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**retries))
+    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**retries))  # noqa: S311 (jitter, not crypto)
 
 
 def claim(delivery_ids: list[str]) -> list[Delivery]:
@@ -72,7 +72,9 @@ def send_deliveries(self: Any, delivery_ids: list[str]) -> dict[str, int]:
     to_retry = _apply_outcomes(outcomes, retries=self.request.retries)
     if to_retry:
         with transaction.atomic():
-            Delivery.objects.filter(id__in=to_retry).update(status=DeliveryStatus.QUEUED, updated_at=timezone.now())
+            Delivery.objects.filter(id__in=to_retry).update(
+                status=DeliveryStatus.QUEUED, updated_at=timezone.now()
+            )
         raise self.retry(args=[to_retry], countdown=backoff(self.request.retries))
     return {"claimed": len(deliveries), "sent": sum(o.error is None for o in outcomes)}
 
@@ -105,7 +107,9 @@ def _apply_outcomes(outcomes: list[Outcome], retries: int) -> list[str]:
             )
             record_events([outcome.delivery_id], DeliveryStatus.SENT)
         elif error.permanent or retries >= MAX_RETRIES:
-            reason = error.reason if error.permanent else f"gave up after {retries + 1} attempts: {error.reason}"
+            reason = (
+                error.reason if error.permanent else f"gave up after {retries + 1} attempts: {error.reason}"
+            )
             Delivery.objects.filter(id=outcome.delivery_id).update(
                 status=DeliveryStatus.FAILED, provider=smtp.NAME, last_error=reason, updated_at=now
             )

@@ -15,6 +15,8 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 log = logging.getLogger(__name__)
 
+AUTH_REQUIRED = "Authentication required: send the header 'Authorization: Bearer <api key>'."
+
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     response = drf_exception_handler(exc, context)
@@ -24,6 +26,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         fields = flatten_errors(exc.detail)
         message = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in fields.items())
         body: dict[str, Any] = {"code": "validation_failed", "message": message, "fields": fields}
+    elif isinstance(exc, exceptions.NotAuthenticated):
+        body = {"code": "not_authenticated", "message": AUTH_REQUIRED}
     elif isinstance(exc, exceptions.APIException):
         detail = exc.detail
         code = detail.code if isinstance(detail, exceptions.ErrorDetail) else exc.default_code
@@ -39,6 +43,9 @@ def flatten_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     if isinstance(detail, dict):
         for key, value in detail.items():
+            if isinstance(key, int):  # a ListField's child errors come keyed by index
+                out.update(flatten_errors(value, f"{prefix}[{key}]"))
+                continue
             name = "" if key == "non_field_errors" else str(key)
             path = f"{prefix}.{name}" if prefix and name else (prefix or name)
             out.update(flatten_errors(value, path))

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name
 from rest_framework import exceptions
@@ -18,6 +17,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from .models import ApiKey, Tenant
+from .schemas import use_tenant
 
 if TYPE_CHECKING:  # rest_framework.views imports this module through its settings
     from rest_framework.views import APIView
@@ -49,16 +49,15 @@ class ApiKeyAuthentication(BaseAuthentication):
         key = self._find_key(raw_key)
         tenant = key.tenant
         host_tenant = getattr(request._request, "tenant", None)
-        if host_tenant is not None and host_tenant.schema_name != get_public_schema_name():
-            if host_tenant.pk != tenant.pk:
-                raise exceptions.PermissionDenied(
-                    "This API key belongs to another tenant: use it on that tenant's domain "
-                    "or on the API host.",
-                    code="wrong_tenant",
-                )
+        on_tenant_host = host_tenant is not None and host_tenant.schema_name != get_public_schema_name()
+        if on_tenant_host and getattr(host_tenant, "pk", None) != tenant.pk:
+            raise exceptions.PermissionDenied(
+                "This API key belongs to another tenant: use it on that tenant's domain or on the API host.",
+                code="wrong_tenant",
+            )
         if not tenant.is_active:
             raise exceptions.PermissionDenied("This tenant is suspended.", code="tenant_suspended")
-        connection.set_tenant(tenant)
+        use_tenant(tenant)
         request._request.tenant = tenant  # type: ignore[attr-defined]
         self._touch(key)
         return ApiClient(tenant=tenant, key=key), key

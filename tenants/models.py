@@ -12,7 +12,7 @@ from django_tenants.models import DomainMixin, TenantMixin
 from .naming import is_valid_schema_name
 
 
-class Tenant(TenantMixin):
+class Tenant(TenantMixin):  # type: ignore[misc]  # django-tenants ships no types
     slug = models.SlugField(max_length=40, unique=True)
     name = models.CharField(max_length=200)
     is_active = models.BooleanField(default=True)
@@ -30,7 +30,7 @@ class Tenant(TenantMixin):
         super().save(*args, **kwargs)
 
 
-class Domain(DomainMixin):
+class Domain(DomainMixin):  # type: ignore[misc]
     pass
 
 

@@ -7,6 +7,6 @@ from django.conf import settings
 
 
 @lru_cache(maxsize=1)
-def get_redis() -> "redis.Redis[bytes]":
+def get_redis() -> redis.Redis:
     # redis-py's pool notices a fork and reconnects, so prefork workers can share this.
     return redis.Redis.from_url(settings.REDIS_URL)

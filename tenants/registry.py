@@ -10,13 +10,14 @@ running tasks within that interval.
 import logging
 import threading
 import time
+from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import connection
 
 from .models import Tenant
 from .redis_client import get_redis
+from .schemas import current_tenant, use_public, use_tenant
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def _refresh_if_changed() -> None:
     now = time.monotonic()
     if now - _checked_at < settings.TENANT_CACHE_CHECK_INTERVAL:
         return
+    generation: Any
     try:
         generation = get_redis().get(GENERATION_KEY)
     except redis.RedisError:
@@ -74,10 +76,11 @@ def _refresh_if_changed() -> None:
 
 def _load(schema_name: str) -> Tenant | None:
     # Tenants live in public; make sure we read them there whatever schema is current.
-    previous = connection.tenant if hasattr(connection, "tenant") else None
-    connection.set_schema_to_public()
+    previous = current_tenant()
+    use_public()
     try:
-        return Tenant.objects.filter(schema_name=schema_name, is_active=True).first()
+        tenant: Tenant | None = Tenant.objects.filter(schema_name=schema_name, is_active=True).first()
+        return tenant
     finally:
         if previous is not None and previous.schema_name != "public":
-            connection.set_tenant(previous)
+            use_tenant(previous)

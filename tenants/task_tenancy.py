@@ -17,16 +17,16 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Task, signals
 from celery.exceptions import Reject
 from django.conf import settings
-from django.db import connection
 from django_tenants.utils import get_public_schema_name
 from kombu.utils.json import dumps as kombu_dumps
 
 from . import registry
+from .schemas import current_schema, use_public, use_tenant
 
 SCHEMA_HEADER = "herald_tenant"
 SIGNATURE_HEADER = "herald_tenant_sig"
@@ -46,9 +46,7 @@ def _signing_key() -> bytes:
 def _canonical(args: Sequence[Any], kwargs: Mapping[str, Any], embed: Mapping[str, Any]) -> bytes:
     # kombu's encoder is the one the message is sent with, so both ends see the same text.
     links = {field: embed.get(field) for field in EMBED_FIELDS}
-    text: str = kombu_dumps(
-        [list(args), dict(kwargs), links], sort_keys=True, separators=(",", ":")
-    )
+    text: str = kombu_dumps([list(args), dict(kwargs), links], sort_keys=True, separators=(",", ":"))
     return text.encode()
 
 
@@ -66,10 +64,6 @@ def sign(
         mac.update(len(encoded).to_bytes(4, "big") + encoded)  # length-prefixed: no ambiguity
     mac.update(_canonical(args, kwargs, embed or {}))
     return mac.hexdigest()
-
-
-def current_schema() -> str:
-    return str(getattr(connection, "schema_name", get_public_schema_name()))
 
 
 @signals.before_task_publish.connect(weak=False)
@@ -98,12 +92,12 @@ def _body_parts(body: Any) -> tuple[Sequence[Any], Mapping[str, Any], Mapping[st
 @signals.task_postrun.connect(weak=False)
 def reset_schema(**_: Any) -> None:
     """Back to public after every task, whatever happened in it."""
-    connection.set_schema_to_public()
+    use_public()
 
 
 @signals.worker_process_init.connect(weak=False)
 def start_in_public(**_: Any) -> None:
-    connection.set_schema_to_public()
+    use_public()
 
 
 def _header(request: Any, name: str) -> str | None:
@@ -130,12 +124,12 @@ class TenantTask(Task):  # type: ignore[type-arg]
             return super().__call__(*args, **kwargs)
         schema = self._verified_schema(request, args, kwargs)
         if schema == get_public_schema_name():
-            connection.set_schema_to_public()
+            use_public()
         else:
             tenant = registry.get_active_tenant(schema)
             if tenant is None:
                 self._reject(request, "unknown or inactive tenant", schema)
-            connection.set_tenant(tenant)
+            use_tenant(tenant)
         # The worker's stack protection makes this call the body directly.
         return super().__call__(*args, **kwargs)
 
@@ -144,7 +138,8 @@ class TenantTask(Task):  # type: ignore[type-arg]
         signature = _header(request, SIGNATURE_HEADER)
         if not schema or not signature:
             self._reject(request, "missing tenant header", schema)
-        assert schema is not None and signature is not None
+        assert schema is not None
+        assert signature is not None
         embed = {field: getattr(request, field, None) for field in EMBED_FIELDS}
         expected = sign(str(request.id), self.name, schema, args, kwargs, embed)
         if not hmac.compare_digest(expected, signature):
@@ -156,7 +151,7 @@ class TenantTask(Task):  # type: ignore[type-arg]
             self._reject(request, "tenant task sent without a tenant", schema)
         return schema
 
-    def _reject(self, request: Any, reason: str, schema: str | None) -> None:
+    def _reject(self, request: Any, reason: str, schema: str | None) -> NoReturn:
         security_log.warning(
             "security: rejected task message: %s (task=%s id=%s schema=%.70r)",
             reason,
@@ -165,3 +160,10 @@ class TenantTask(Task):  # type: ignore[type-arg]
             schema,
         )
         raise Reject(reason, requeue=False)
+
+
+class PlatformTask(TenantTask):
+    """Base for platform tasks (sweepers, fan-outs): they run in public and nowhere else."""
+
+    abstract = True
+    tenant_scope = "public"

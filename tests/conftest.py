@@ -21,6 +21,7 @@ from django.test import Client
 
 from tenants.models import Tenant
 from tenants.provisioning import provision_tenant
+from tenants.schemas import use_public
 from tests.fakes.smtp_server import FakeSmtpServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,7 +47,9 @@ class Personas:
 
 
 def _provision(slug: str) -> Persona:
-    result = provision_tenant(slug, domain=f"{slug}.localhost", admin_email=f"owner@{slug}.test", admin_password="pw")
+    result = provision_tenant(
+        slug, domain=f"{slug}.localhost", admin_email=f"owner@{slug}.test", admin_password="pw"
+    )
     return Persona(tenant=result.tenant, domain=result.domain, api_key=result.api_key)
 
 
@@ -57,7 +60,7 @@ def django_db_setup(request: pytest.FixtureRequest, django_db_blocker: Any) -> I
     from django.test.utils import setup_databases, teardown_databases
 
     with django_db_blocker.unblock():
-        db_cfg = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+        db_cfg = setup_databases(verbosity=0, interactive=False, aliases={"default": True})
         assert connection.settings_dict["NAME"].startswith("test_"), "refusing to test on a real database"
         personas = Personas(alpha=_provision("alpha"), beta=_provision("beta"), inactive=_provision("gamma"))
         personas.inactive.tenant.is_active = False
@@ -75,9 +78,9 @@ def personas(django_db_setup: Personas) -> Personas:
 
 @pytest.fixture(autouse=True)
 def _back_to_public() -> Iterator[None]:
-    connection.set_schema_to_public()
+    use_public()
     yield
-    connection.set_schema_to_public()
+    use_public()
 
 
 @pytest.fixture
@@ -155,8 +158,22 @@ def worker(django_db_setup: Personas, smtp_server: FakeSmtpServer) -> Iterator[P
     redis.Redis.from_url(settings.REDIS_URL).flushdb()  # no stale messages from an earlier run
     proc = Process(
         "worker",
-        [celery_bin(), "-A", "tenant_platform", "worker", "-Q", "critical,high,default,bulk",
-         "-c", "2", "-l", "info", "-n", f"test-{os.getpid()}@%h", "--without-gossip", "--without-mingle"],
+        [
+            celery_bin(),
+            "-A",
+            "tenant_platform",
+            "worker",
+            "-Q",
+            "critical,high,default,bulk",
+            "-c",
+            "2",
+            "-l",
+            "info",
+            "-n",
+            f"test-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
         service_env(smtp_server.url),
     )
     proc.wait_for_log("ready.", timeout=60)

@@ -7,14 +7,14 @@ schema has no such table, so a task that ran in public fails instead of recordin
 from typing import Any
 
 from celery import shared_task
-from django.db import connection
 
 from notifications.models import Recipient
+from tenants.schemas import current_schema
 
 
 def _record(marker: str) -> str:
     Recipient.objects.get_or_create(external_id=marker)
-    return str(connection.schema_name)
+    return current_schema()
 
 
 @shared_task(name="tests.record_schema")

@@ -38,7 +38,8 @@ class NotificationCreate(serializers.Serializer[Any]):
     channels = serializers.ListField(child=ChannelField(), allow_empty=False, max_length=len(Channel.values))
     subject = serializers.CharField(required=False, allow_blank=True, max_length=998, default="")
     body = serializers.CharField(max_length=MAX_BODY, trim_whitespace=False)
-    data = serializers.DictField(required=False, default=dict)
+    # A field named `data` is fine at run time (DRF collects fields apart from `.data`).
+    data = serializers.DictField(required=False, default=dict)  # type: ignore[assignment]
     priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
     category = serializers.SlugField(required=False, max_length=64, default="general")
 
@@ -101,8 +102,17 @@ class DeliveryOut(serializers.ModelSerializer[Delivery]):
     class Meta:
         model = Delivery
         fields = [
-            "id", "channel", "address", "status", "attempts", "provider",
-            "provider_message_id", "error", "created_at", "sent_at", "events",
+            "id",
+            "channel",
+            "address",
+            "status",
+            "attempts",
+            "provider",
+            "provider_message_id",
+            "error",
+            "created_at",
+            "sent_at",
+            "events",
         ]
 
 
@@ -120,8 +130,17 @@ class NotificationOut(serializers.ModelSerializer[Notification]):
     class Meta:
         model = Notification
         fields = [
-            "id", "status", "priority", "category", "channels", "recipient",
-            "subject", "body", "data", "created_at", "deliveries",
+            "id",
+            "status",
+            "priority",
+            "category",
+            "channels",
+            "recipient",
+            "subject",
+            "body",
+            "data",
+            "created_at",
+            "deliveries",
         ]
 
     def get_status(self, obj: Notification) -> str:

@@ -5,6 +5,7 @@ Django's SMTP backend reports success and drops the refusal, so a shared message
 a bounce. Messages of a batch share one SMTP connection.
 """
 
+import contextlib
 import smtplib
 import socket
 from collections.abc import Iterable
@@ -29,10 +30,8 @@ def send_batch(messages: Iterable[Message]) -> list[Outcome]:
         for message in messages:
             outcomes.append(_send_one(connection, message))
     finally:
-        try:
+        with contextlib.suppress(OSError, smtplib.SMTPException):
             connection.close()
-        except (OSError, smtplib.SMTPException):
-            pass
     return outcomes
 
 
@@ -61,7 +60,11 @@ def classify(exc: BaseException) -> ProviderError:
         text = "; ".join(f"{c} {m.decode(errors='replace')}" for c, m in exc.recipients.values())
         return ProviderError(f"SMTP refused recipient: {text}", permanent=500 <= code < 600)
     if isinstance(exc, smtplib.SMTPResponseException):
-        detail = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+        detail = (
+            exc.smtp_error.decode(errors="replace")
+            if isinstance(exc.smtp_error, bytes)
+            else str(exc.smtp_error)
+        )
         return ProviderError(f"SMTP {exc.smtp_code} {detail}", permanent=500 <= exc.smtp_code < 600)
     if isinstance(exc, socket.timeout | TimeoutError):
         return ProviderError("SMTP server timed out", permanent=False)

@@ -20,8 +20,8 @@ def secret(name: str, default: str | None = None) -> str:
     if file_path:
         return Path(file_path).read_text().strip()
     if default is None:
-        return env.str(name)
-    return env.str(name, default=default)
+        return str(env.str(name))
+    return str(env.str(name, default=default))
 
 
 # --- Core ---------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ SPECTACULAR_SETTINGS = {
 
 # --- Static files, i18n -------------------------------------------------------------------
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT: Path | None = BASE_DIR / "staticfiles"
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

@@ -1,9 +1,9 @@
 """Local development (`make run`)."""
 
 from .base import *  # noqa: F403
-from .base import BASE_DIR, env
+from .base import BASE_DIR, SECRET_KEY, env
 
-if not SECRET_KEY:  # noqa: F405
+if not SECRET_KEY:
     # `make run` keeps a generated key in .data/secret_key; a bare manage.py call reuses it.
     _key_file = BASE_DIR / ".data" / "secret_key"
     SECRET_KEY = _key_file.read_text().strip() if _key_file.exists() else "dev-only-insecure-key"
@@ -12,3 +12,6 @@ DEBUG = env.bool("DEBUG", default=True)
 ALLOWED_HOSTS = ["*"]
 # Maildir of the local mail catcher that `make run` starts when EMAIL_URL is unset.
 DEV_MAILBOX_DIR = env.str("DEV_MAILBOX_DIR", default="") or None
+# Static files straight from the apps (no collectstatic needed outside production).
+STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True

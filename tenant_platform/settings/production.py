@@ -1,8 +1,8 @@
 """Production: secure defaults; everything else from the environment."""
 
-from .base import *  # noqa: F403
 from django.core.exceptions import ImproperlyConfigured
 
+from .base import *  # noqa: F403
 from .base import env
 
 if len(SECRET_KEY) < 32:  # noqa: F405

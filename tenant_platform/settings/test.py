@@ -16,3 +16,6 @@ CELERY_RESULT_BACKEND = REDIS_URL
 TENANT_CACHE_CHECK_INTERVAL = 0.0
 CELERY_IMPORTS = ["tests.probe_tasks"]
 DEV_MAILBOX_DIR = None
+# Static files straight from the apps (no collectstatic needed outside production).
+STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True

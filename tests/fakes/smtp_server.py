@@ -35,7 +35,9 @@ class RecordingHandler:
     lock: threading.Lock = field(default_factory=threading.Lock)
     rcpt_attempts: dict[str, int] = field(default_factory=dict)
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
         with self.lock:
             self.rcpt_attempts[address] = self.rcpt_attempts.get(address, 0) + 1
             rule = self.rules.get(address)

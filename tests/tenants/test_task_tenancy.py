@@ -42,7 +42,7 @@ def schemas_holding(personas: Personas, mark: str) -> set[str]:
 def test_apply_async_runs_in_the_senders_schema(worker: Process, personas: Personas) -> None:
     mark = marker()
     with schema_context("alpha"):
-        result = record_schema.apply_async(args=[mark])
+        result = record_schema.apply_async(args=(mark,))
     assert result.get(timeout=RESULT_TIMEOUT) == "alpha"
     assert schemas_holding(personas, mark) == {"alpha"}
 
@@ -106,8 +106,20 @@ def test_beat_fans_a_task_out_to_every_active_tenant(
     )
     beat = Process(
         "beat",
-        [celery_bin(), "-A", "tenant_platform", "beat", "-l", "info", "--max-interval", "1",
-         "-S", "django_celery_beat.schedulers:DatabaseScheduler", "--pidfile", str(tmp_path / "beat.pid")],
+        [
+            celery_bin(),
+            "-A",
+            "tenant_platform",
+            "beat",
+            "-l",
+            "info",
+            "--max-interval",
+            "1",
+            "-S",
+            "django_celery_beat.schedulers:DatabaseScheduler",
+            "--pidfile",
+            str(tmp_path / "beat.pid"),
+        ],
         service_env(smtp_server.url),
     )
     try:
@@ -128,15 +140,30 @@ def publish_raw(
     """Publish a task protocol 2 message with kombu, bypassing Celery (and our signing)."""
     task_id = task_id or str(uuid.uuid4())
     base_headers = {
-        "lang": "py", "task": task, "id": task_id, "shadow": None, "eta": None, "expires": None,
-        "group": None, "group_index": None, "retries": 0, "timelimit": [None, None],
-        "root_id": task_id, "parent_id": None, "argsrepr": repr(args), "kwargsrepr": "{}",
-        "origin": "test@raw", "ignore_result": False,
+        "lang": "py",
+        "task": task,
+        "id": task_id,
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": [None, None],
+        "root_id": task_id,
+        "parent_id": None,
+        "argsrepr": repr(args),
+        "kwargsrepr": "{}",
+        "origin": "test@raw",
+        "ignore_result": False,
     }
     body = [args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
     with Connection(settings.CELERY_BROKER_URL) as conn:
         conn.Producer().publish(
-            body, exchange="", routing_key="default", serializer=serializer,
+            body,
+            exchange="",
+            routing_key="default",
+            serializer=serializer,
             headers={**base_headers, **headers},
         )
     return task_id
@@ -149,7 +176,9 @@ def signed_headers(task_id: str, task: str, schema: str, args: list[Any]) -> dic
 def test_a_correctly_signed_raw_message_runs(worker: Process, personas: Personas) -> None:
     """The control for the rejections below: the raw path itself works."""
     mark, task_id = marker(), str(uuid.uuid4())
-    publish_raw("tests.record_schema", [mark], signed_headers(task_id, "tests.record_schema", "beta", [mark]), task_id)
+    publish_raw(
+        "tests.record_schema", [mark], signed_headers(task_id, "tests.record_schema", "beta", [mark]), task_id
+    )
     wait_until(lambda: schemas_holding(personas, mark) == {"beta"}, timeout=RESULT_TIMEOUT)
 
 
@@ -162,7 +191,10 @@ def _forged(personas: Personas, case: str, mark: str, task_id: str) -> dict[str,
     if case == "signature lifted from other arguments":
         return signed_headers(task_id, name, "alpha", ["something-else"])
     if case == "signature lifted from another schema":
-        return {SCHEMA_HEADER: "beta", SIGNATURE_HEADER: signed_headers(task_id, name, "alpha", [mark])[SIGNATURE_HEADER]}
+        return {
+            SCHEMA_HEADER: "beta",
+            SIGNATURE_HEADER: signed_headers(task_id, name, "alpha", [mark])[SIGNATURE_HEADER],
+        }
     if case == "unknown tenant":
         return signed_headers(task_id, name, "nosuchtenant", [mark])
     if case == "inactive tenant":
@@ -184,7 +216,9 @@ REJECTIONS = {
 
 
 @pytest.mark.parametrize("case", list(REJECTIONS))
-def test_it_rejects_a_message_without_a_valid_tenant_header(worker: Process, personas: Personas, case: str) -> None:
+def test_it_rejects_a_message_without_a_valid_tenant_header(
+    worker: Process, personas: Personas, case: str
+) -> None:
     mark, task_id = marker(), str(uuid.uuid4())
     publish_raw("tests.record_schema", [mark], _forged(personas, case, mark, task_id), task_id)
     log = worker.wait_for_log(f"id={task_id}", timeout=RESULT_TIMEOUT)

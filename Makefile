@@ -1,0 +1,42 @@
+# Herald: `make run` brings the whole stack up; `make test` runs every check and suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install run test lint fmt pytest bench bench-tenant-overhead bench-web clean
+
+$(INSTALLED): requirements/base.txt requirements/production.txt requirements/dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+	touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+run: install
+	$(PY) deploy/dev/run.py
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+fmt: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+pytest: install
+	$(VENV)/bin/pytest
+
+test: lint pytest
+
+bench: bench-tenant-overhead bench-web
+
+bench-tenant-overhead: install
+	$(PY) bench/tenant_overhead.py
+
+bench-web: install
+	$(PY) bench/web.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache test-output
