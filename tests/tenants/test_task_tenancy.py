@@ -248,3 +248,64 @@ def test_it_refuses_a_pickled_message(worker: Process, personas: Personas) -> No
     worker.wait_for_log("application/x-python-serialize", timeout=RESULT_TIMEOUT)
     time.sleep(0.5)
     assert schemas_holding(personas, mark) == set()
+
+
+# --- tenant cache invalidation --------------------------------------------------------------------
+
+
+def test_a_tenant_deactivated_after_its_tasks_ran_stops_running_tasks(worker: Process, personas: Personas) -> None:
+    """The worker caches tenants; a deactivation must still reach it (and a reactivation)."""
+    tenant = personas.beta.tenant
+    with schema_context("beta"):
+        assert record_schema.delay(marker()).get(timeout=RESULT_TIMEOUT) == "beta"  # now cached
+    tenant.is_active = False
+    tenant.save()
+    try:
+        mark = marker()
+        with schema_context("beta"):
+            result = record_schema.delay(mark)
+        worker.wait_for_log(f"id={result.id}", timeout=RESULT_TIMEOUT)
+        assert "unknown or inactive tenant" in worker.log()
+        assert schemas_holding(personas, mark) == set()
+    finally:
+        tenant.is_active = True
+        tenant.save()
+    with schema_context("beta"):
+        assert record_schema.delay(marker()).get(timeout=RESULT_TIMEOUT) == "beta"
+
+
+# --- RabbitMQ ----------------------------------------------------------------------------------------
+
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@pytest.fixture(scope="module")
+def amqp_worker(django_db_setup: Personas, smtp_server: Any) -> Any:
+    proc = Process(
+        "worker-amqp",
+        [celery_bin(), "-A", "tenant_platform", "worker", "-Q", "default", "-c", "1", "-l", "info",
+         "-n", "test-amqp@%h", "--without-gossip", "--without-mingle"],
+        service_env(smtp_server.url, TEST_CELERY_BROKER_URL=AMQP_URL),
+    )
+    proc.wait_for_log("ready.", timeout=60)
+    yield proc
+    proc.stop()
+
+
+def test_rabbitmq_carries_signed_tasks_and_rejects_unsigned_ones(amqp_worker: Process, personas: Personas) -> None:
+    good, bad = marker(), marker()
+    with Connection(AMQP_URL) as amqp, schema_context("alpha"):
+        result = record_schema.apply_async(args=(good,), connection=amqp, queue="default")
+    assert result.get(timeout=RESULT_TIMEOUT) == "alpha"
+    assert schemas_holding(personas, good) == {"alpha"}
+
+    task_id = str(uuid.uuid4())
+    base = {"lang": "py", "task": "tests.record_schema", "id": task_id, "root_id": task_id, "retries": 0}
+    with Connection(AMQP_URL) as amqp:
+        amqp.Producer().publish(
+            [[bad], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}],
+            exchange="", routing_key="default", serializer="json", headers=base,
+        )
+    amqp_worker.wait_for_log(f"id={task_id}", timeout=RESULT_TIMEOUT)
+    assert "missing tenant header" in amqp_worker.log()
+    assert schemas_holding(personas, bad) == set()
