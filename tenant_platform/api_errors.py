@@ -8,7 +8,8 @@
 import logging
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -60,14 +61,19 @@ def flatten_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     return out
 
 
-def json_404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """JSON under /api/, Django's page elsewhere (the console)."""
+    if not request.path.startswith("/api/"):
+        return defaults.page_not_found(request, exception)
     return JsonResponse(
         {"error": {"code": "not_found", "message": f"No route for {request.path}"}},
         status=status.HTTP_404_NOT_FOUND,
     )
 
 
-def json_500(request: HttpRequest) -> JsonResponse:
+def handler500(request: HttpRequest) -> HttpResponse:
+    if not request.path.startswith("/api/"):
+        return defaults.server_error(request)
     return JsonResponse(
         {"error": {"code": "server_error", "message": "Herald hit an unexpected error; it has been logged."}},
         status=status.HTTP_500_INTERNAL_SERVER_ERROR,

@@ -1,4 +1,5 @@
-"""Routes for every host: the API (tenant chosen by API key), its docs, and dev tools."""
+"""Routes for every host: the API (tenant chosen by API key), its docs, the console (tenant
+domains only) and, in development, the dev tools."""
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
@@ -12,6 +13,7 @@ def health(request: HttpRequest) -> JsonResponse:
 
 urlpatterns = [
     path("api/v1/", include("notifications.api.urls")),
+    path("console/", include("notifications.console.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("healthz", health),
@@ -21,5 +23,5 @@ if settings.DEBUG:
     # What the local mail catcher (and later the fake SMS and push services) received.
     urlpatterns.append(path("dev/", include("tenant_platform.devtools.urls")))
 
-handler404 = "tenant_platform.api_errors.json_404"
-handler500 = "tenant_platform.api_errors.json_500"
+handler404 = "tenant_platform.api_errors.handler404"
+handler500 = "tenant_platform.api_errors.handler500"

@@ -76,6 +76,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "tenant_platform.urls"
+LOGIN_URL = "console:login"
+LOGIN_REDIRECT_URL = "console:notifications"
 WSGI_APPLICATION = "tenant_platform.wsgi.application"
 ASGI_APPLICATION = "tenant_platform.asgi.application"
 

@@ -253,7 +253,9 @@ def test_it_refuses_a_pickled_message(worker: Process, personas: Personas) -> No
 # --- tenant cache invalidation --------------------------------------------------------------------
 
 
-def test_a_tenant_deactivated_after_its_tasks_ran_stops_running_tasks(worker: Process, personas: Personas) -> None:
+def test_a_tenant_deactivated_after_its_tasks_ran_stops_running_tasks(
+    worker: Process, personas: Personas
+) -> None:
     """The worker caches tenants; a deactivation must still reach it (and a reactivation)."""
     tenant = personas.beta.tenant
     with schema_context("beta"):
@@ -283,8 +285,22 @@ AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 def amqp_worker(django_db_setup: Personas, smtp_server: Any) -> Any:
     proc = Process(
         "worker-amqp",
-        [celery_bin(), "-A", "tenant_platform", "worker", "-Q", "default", "-c", "1", "-l", "info",
-         "-n", "test-amqp@%h", "--without-gossip", "--without-mingle"],
+        [
+            celery_bin(),
+            "-A",
+            "tenant_platform",
+            "worker",
+            "-Q",
+            "default",
+            "-c",
+            "1",
+            "-l",
+            "info",
+            "-n",
+            "test-amqp@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
         service_env(smtp_server.url, TEST_CELERY_BROKER_URL=AMQP_URL),
     )
     proc.wait_for_log("ready.", timeout=60)
@@ -292,10 +308,13 @@ def amqp_worker(django_db_setup: Personas, smtp_server: Any) -> Any:
     proc.stop()
 
 
-def test_rabbitmq_carries_signed_tasks_and_rejects_unsigned_ones(amqp_worker: Process, personas: Personas) -> None:
+def test_rabbitmq_carries_signed_tasks_and_rejects_unsigned_ones(
+    amqp_worker: Process, personas: Personas
+) -> None:
     good, bad = marker(), marker()
     with Connection(AMQP_URL) as amqp, schema_context("alpha"):
-        result = record_schema.apply_async(args=(good,), connection=amqp, queue="default")
+        # celery-types lacks apply_async's `connection` option, which Celery accepts.
+        result = record_schema.apply_async(args=(good,), connection=amqp, queue="default")  # type: ignore[call-arg]
     assert result.get(timeout=RESULT_TIMEOUT) == "alpha"
     assert schemas_holding(personas, good) == {"alpha"}
 
@@ -304,7 +323,10 @@ def test_rabbitmq_carries_signed_tasks_and_rejects_unsigned_ones(amqp_worker: Pr
     with Connection(AMQP_URL) as amqp:
         amqp.Producer().publish(
             [[bad], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}],
-            exchange="", routing_key="default", serializer="json", headers=base,
+            exchange="",
+            routing_key="default",
+            serializer="json",
+            headers=base,
         )
     amqp_worker.wait_for_log(f"id={task_id}", timeout=RESULT_TIMEOUT)
     assert "missing tenant header" in amqp_worker.log()
