@@ -11,21 +11,21 @@ from typing import Any
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django_tenants.utils import get_public_schema_name
 
 from ..api.views import notifications_with_timeline
 from ..models import DeliveryStatus, Notification
 
-View = Callable[..., HttpResponse]
+View = Callable[..., HttpResponseBase]
 
 
 def tenant_host_only(view: View) -> View:
     """The console exists on tenant domains only; on the API host it is not found."""
 
     @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         tenant = getattr(request, "tenant", None)
         if tenant is None or tenant.schema_name == get_public_schema_name():
             raise Http404("The console is on your tenant's own domain.")
