@@ -48,7 +48,8 @@ class Recipient(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     external_id = models.CharField(max_length=255, unique=True)
     email = models.EmailField(blank=True)
-    phone = models.CharField(max_length=32, blank=True)
+    phone = models.CharField(max_length=32, blank=True, help_text="E.164, e.g. +14155550100")
+    locale = models.CharField(max_length=16, blank=True, help_text="e.g. en, pt-BR")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -62,6 +63,8 @@ class Notification(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     recipient = models.ForeignKey(Recipient, on_delete=models.PROTECT, related_name="notifications")
     category = models.CharField(max_length=64, default="general")
+    template_key = models.CharField(max_length=64, blank=True)
+    locale = models.CharField(max_length=16, blank=True)
     priority = models.CharField(max_length=16, choices=Priority.choices, default=Priority.NORMAL)
     channels = models.JSONField(default=list)
     subject = models.TextField(blank=True)
@@ -101,11 +104,15 @@ class Delivery(models.Model):
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
     attempts = models.PositiveIntegerField(default=0)
     provider = models.CharField(max_length=64, blank=True)
-    provider_message_id = models.CharField(max_length=255, blank=True)
+    provider_message_id = models.CharField(max_length=255, blank=True, db_index=True)
     last_error = models.TextField(blank=True)
+    # Rendered once, when the notification is accepted, so every retry sends the same content.
+    content = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # When a retry is due (set with the retry): the sweeper leaves it alone until then.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["status", "updated_at"], name="delivery_status_updated")]
@@ -128,3 +135,186 @@ class DeliveryEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.delivery_id} {self.status}"
+
+
+class AttemptOutcome(models.TextChoices):
+    SENT = "sent"
+    TRANSIENT_ERROR = "transient_error"
+    PERMANENT_ERROR = "permanent_error"
+
+
+class DeliveryAttempt(models.Model):
+    """One try of one delivery with one provider: what it answered and how long it took."""
+
+    id = models.BigAutoField(primary_key=True)
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    provider = models.CharField(max_length=64)
+    outcome = models.CharField(max_length=16, choices=AttemptOutcome.choices)
+    response = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id} #{self.number} {self.outcome}"
+
+
+class Category(models.Model):
+    """What a notification is about (`newsletter`, `security`); preferences are per category.
+
+    Created on first use. A required category (security, billing) is sent whatever the
+    recipient's preferences say, and its email carries no unsubscribe link.
+    """
+
+    key = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200, blank=True)
+    required = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "categories"
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Preference(models.Model):
+    """A recipient's choice for one category on one channel (absent: opted in)."""
+
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="preferences")
+    category = models.ForeignKey(Category, on_delete=models.CASCADE, related_name="preferences")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["recipient", "category", "channel"], name="one_preference_per_choice"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.recipient_id} {self.category_id}/{self.channel}={self.enabled}"
+
+
+class Template(models.Model):
+    """A tenant's named message, with one variant per channel and locale."""
+
+    key = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200, blank=True)
+    category = models.CharField(max_length=64, blank=True, help_text="Default category of its notifications")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class TemplateVariant(models.Model):
+    """The text of a template for one channel and locale ("" is the fallback for every locale).
+
+    email: subject, text, html; sms: text; push and in_app: subject (title), text (body), url.
+    """
+
+    template = models.ForeignKey(Template, on_delete=models.CASCADE, related_name="variants")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    locale = models.CharField(max_length=16, blank=True)
+    subject = models.TextField(blank=True)
+    text = models.TextField(blank=True)
+    html = models.TextField(blank=True)
+    url = models.TextField(blank=True, help_text="push and in-app: where a click leads (may use variables)")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["template", "channel", "locale"], name="one_variant_per_channel_locale"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.template_id}/{self.channel}/{self.locale or '*'}"
+
+
+class ProviderRole(models.TextChoices):
+    PRIMARY = "primary"
+    SECONDARY = "secondary"
+
+
+class ProviderConfig(models.Model):
+    """A tenant's own provider account for a channel (its SMTP server, Twilio account, VAPID keys).
+
+    `settings` holds what may be shown; `secrets_encrypted` holds credentials, encrypted with
+    notifications.secrets (Fernet), never shown in clear after they are saved.
+    """
+
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    role = models.CharField(max_length=16, choices=ProviderRole.choices, default=ProviderRole.PRIMARY)
+    provider = models.CharField(max_length=32, help_text="A name from notifications.providers.registry")
+    settings = models.JSONField(default=dict, blank=True)
+    secrets_encrypted = models.TextField(blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["channel", "role"],
+                condition=models.Q(is_active=True),
+                name="one_active_provider_per_role",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel}/{self.role}: {self.provider}"
+
+
+class PushSubscription(models.Model):
+    """A browser's Web Push subscription for a recipient (removed when the push service says 404/410)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="push_subscriptions")
+    endpoint = models.TextField(unique=True)
+    p256dh = models.CharField(max_length=255)
+    auth = models.CharField(max_length=64)
+    user_agent = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.recipient_id} {self.endpoint[:40]}"
+
+
+class FeedStatus(models.TextChoices):
+    UNREAD = "unread"
+    READ = "read"
+    ARCHIVED = "archived"
+
+
+class InAppMessage(models.Model):
+    """An item of a recipient's in-app feed."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="feed")
+    delivery = models.OneToOneField(
+        Delivery, on_delete=models.SET_NULL, null=True, blank=True, related_name="feed_item"
+    )
+    title = models.CharField(max_length=255, blank=True)
+    body = models.TextField()
+    url = models.URLField(max_length=2048, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=FeedStatus.choices, default=FeedStatus.UNREAD)
+    created_at = models.DateTimeField(default=timezone.now)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["recipient", "status", "-created_at"], name="feed_by_recipient_status")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.recipient_id} {self.status} {self.title[:30]}"

@@ -1,40 +1,61 @@
-"""Sending: tasks take delivery ids, claim them, call the provider, record each state change."""
+"""Sending: tasks take delivery ids, claim them, hand them to providers, record what happened.
+
+One task sends a batch. For each channel in it, the tenant's primary provider is used, or its
+secondary when the delivery has already failed `failover_after` times or the primary's recent
+error rate is too high. Every try is a DeliveryAttempt row. A transient failure goes back to
+`queued` and is sent again after exponential backoff with full jitter (or the provider's own
+Retry-After), up to the channel's `max_attempts`; a permanent one fails at once.
+"""
 
 import logging
 import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from celery import shared_task
+from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
-from .models import Channel, Delivery, DeliveryStatus
-from .pipeline import record_events
-from .providers import smtp
-from .providers.base import Message, Outcome
-from .rendering import RenderError, render
+from . import health
+from .models import AttemptOutcome, Channel, Delivery, DeliveryAttempt, DeliveryStatus
+from .pipeline import enqueue, record_events, transition
+from .providers.base import Outcome, OutgoingMessage
+from .providers.registry import ProviderChoice, resolve
 
 log = logging.getLogger(__name__)
 
-MAX_RETRIES = 5
-BACKOFF_BASE = 2.0  # seconds
-BACKOFF_CAP = 300.0
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int
+    base: float
+    cap: float
+    failover_after: int
+
+    @classmethod
+    def for_channel(cls, channel: str) -> "RetryPolicy":
+        p = settings.RETRY_POLICIES.get(channel, settings.RETRY_POLICIES["email"])
+        return cls(int(p["max_attempts"]), float(p["base"]), float(p["cap"]), int(p["failover_after"]))
+
+    def backoff(self, attempts_made: int) -> float:
+        """Full jitter: uniform(0, min(cap, base * 2**(n-1)))."""
+        ceiling = min(self.cap, self.base * 2 ** max(attempts_made - 1, 0))
+        return random.uniform(0, ceiling)  # noqa: S311 (jitter, not cryptography)
 
 
-def backoff(retries: int) -> float:
-    """Exponential backoff with full jitter."""
-    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**retries))  # noqa: S311 (jitter, not crypto)
-
-
-def claim(delivery_ids: list[str]) -> list[Delivery]:
+def claim(delivery_ids: Sequence[str]) -> list[Delivery]:
     """Move queued deliveries to sending; only the ones this call moved are ours to send.
 
     A redelivered or replayed message finds its deliveries no longer queued and sends nothing.
     """
     with transaction.atomic():
         claimed = list(
-            Delivery.objects.select_for_update(skip_locked=True)
+            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(id__in=delivery_ids, status=DeliveryStatus.QUEUED)
             .select_related("notification")
         )
@@ -45,6 +66,8 @@ def claim(delivery_ids: list[str]) -> list[Delivery]:
             status=DeliveryStatus.SENDING, updated_at=now, attempts=F("attempts") + 1
         )
         record_events((d.id for d in claimed), DeliveryStatus.SENDING)
+    for d in claimed:  # keep the in-memory rows in step with what was written
+        d.status, d.attempts = DeliveryStatus.SENDING, d.attempts + 1
     return claimed
 
 
@@ -53,76 +76,187 @@ def claim(delivery_ids: list[str]) -> list[Delivery]:
     name="notifications.send_deliveries",
     acks_late=True,
     reject_on_worker_lost=True,
-    max_retries=MAX_RETRIES,
+    ignore_result=True,
     soft_time_limit=120,
     time_limit=150,
 )
-def send_deliveries(self: Any, delivery_ids: list[str]) -> dict[str, int]:
-    deliveries = claim(delivery_ids)
-    messages: list[Message] = []
-    for delivery in deliveries:
-        if delivery.channel != Channel.EMAIL:
-            _finish_failed(delivery, f"channel {delivery.channel!r} has no provider yet")
+def send_deliveries(self: Any, delivery_ids: list[str]) -> None:
+    by_channel: dict[str, list[Delivery]] = defaultdict(list)
+    for delivery in claim(delivery_ids):
+        by_channel[delivery.channel].append(delivery)
+    for channel, deliveries in by_channel.items():
+        send_channel(channel, deliveries)
+
+
+def send_channel(channel: str, deliveries: list[Delivery]) -> None:
+    policy = RetryPolicy.for_channel(channel)
+    primary, secondary = resolve(channel)
+    if primary is None:
+        for d in deliveries:
+            transition(d.id, DeliveryStatus.FAILED, f"no {channel} provider is configured")
+        return
+    primary_unhealthy = secondary is not None and health.is_unhealthy(channel, primary.name)
+    on_primary: list[Delivery] = []
+    on_secondary: list[Delivery] = []
+    for d in deliveries:
+        failed_before = d.attempts - 1
+        use_secondary = secondary is not None and (
+            primary_unhealthy or failed_before >= policy.failover_after
+        )
+        (on_secondary if use_secondary else on_primary).append(d)
+    batches: list[tuple[ProviderChoice, list[Delivery]]] = [(primary, on_primary)]
+    if secondary is not None:
+        batches.append((secondary, on_secondary))
+
+    retry: list[tuple[Delivery, float]] = []
+    for choice, batch in batches:
+        if not batch:
             continue
-        try:
-            messages.append(_email_message(delivery))
-        except RenderError as exc:
-            _finish_failed(delivery, f"template error: {exc}")
-    outcomes = smtp.send_batch(messages) if messages else []
-    to_retry = _apply_outcomes(outcomes, retries=self.request.retries)
-    if to_retry:
-        with transaction.atomic():
-            Delivery.objects.filter(id__in=to_retry).update(
-                status=DeliveryStatus.QUEUED, updated_at=timezone.now()
-            )
-        raise self.retry(args=[to_retry], countdown=backoff(self.request.retries))
-    return {"claimed": len(deliveries), "sent": sum(o.error is None for o in outcomes)}
+        provider = choice.build()
+        by_id = {str(d.id): d for d in batch}
+        messages = [outgoing(d) for d in batch]
+        outcomes: list[Outcome] = []
+        for start in range(0, len(messages), provider.batch_size):
+            outcomes.extend(provider.send_batch(messages[start : start + provider.batch_size]))
+        log_attempts(by_id, outcomes)
+        health.record(
+            channel, choice.name, ok=sum(o.ok for o in outcomes), failed=sum(not o.ok for o in outcomes)
+        )
+        for outcome in outcomes:
+            delay = apply_outcome(by_id[outcome.delivery_id], outcome, policy)
+            if delay is not None:
+                retry.append((by_id[outcome.delivery_id], delay))
+    schedule_retries(retry)
 
 
-def _email_message(delivery: Delivery) -> Message:
+def outgoing(delivery: Delivery) -> OutgoingMessage:
+    content = delivery.content or {}
     notification = delivery.notification
-    data = notification.data or {}
-    return Message(
+    headers: dict[str, str] = {}
+    if delivery.channel == Channel.EMAIL and content.get("list_unsubscribe"):
+        # RFC 8058 one-click unsubscribe; absent for required categories.
+        headers = {
+            "List-Unsubscribe": f"<{content['list_unsubscribe']}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        }
+    return OutgoingMessage(
         delivery_id=str(delivery.id),
+        channel=delivery.channel,
         to=delivery.address,
-        subject=render(notification.subject, data),
-        text=render(notification.body, data),
+        subject=content.get("subject") or content.get("title", ""),
+        text=content.get("text") or content.get("body", ""),
+        html=content.get("html", ""),
+        priority=notification.priority,
+        headers=headers,
+        data={"url": content.get("url", ""), **(notification.data or {})},
     )
 
 
-def _apply_outcomes(outcomes: list[Outcome], retries: int) -> list[str]:
-    """Record each outcome; return the ids of transient failures still worth a retry."""
+def log_attempts(by_id: dict[str, Delivery], outcomes: list[Outcome]) -> None:
+    DeliveryAttempt.objects.bulk_create(
+        DeliveryAttempt(
+            delivery_id=o.delivery_id,
+            number=by_id[o.delivery_id].attempts,
+            provider=o.provider,
+            outcome=_attempt_outcome(o),
+            response=o.response,
+            duration_ms=o.duration_ms,
+        )
+        for o in outcomes
+    )
+
+
+def _attempt_outcome(outcome: Outcome) -> str:
+    if outcome.error is None:
+        return AttemptOutcome.SENT
+    return AttemptOutcome.PERMANENT_ERROR if outcome.error.permanent else AttemptOutcome.TRANSIENT_ERROR
+
+
+def apply_outcome(delivery: Delivery, outcome: Outcome, policy: RetryPolicy) -> float | None:
+    """Record the outcome; return the delay before the next try when there should be one."""
+    error = outcome.error
+    if error is None:
+        transition(
+            delivery.id,
+            DeliveryStatus.SENT,
+            f"via {outcome.provider}",
+            provider=outcome.provider,
+            provider_message_id=outcome.provider_message_id[:255],
+            sent_at=timezone.now(),
+            last_error="",
+        )
+        return None
+    if error.permanent:
+        transition(
+            delivery.id,
+            DeliveryStatus.FAILED,
+            f"{outcome.provider}: {error.reason}",
+            provider=outcome.provider,
+        )
+        return None
+    if delivery.attempts >= policy.max_attempts:
+        reason = f"gave up after {delivery.attempts} attempts; last: {outcome.provider}: {error.reason}"
+        transition(delivery.id, DeliveryStatus.FAILED, reason, provider=outcome.provider)
+        return None
+    delay = max(policy.backoff(delivery.attempts), error.retry_after or 0.0)
+    transition(
+        delivery.id,
+        DeliveryStatus.QUEUED,
+        f"will retry in {delay:.1f}s: {outcome.provider}: {error.reason}",
+        last_error=error.reason,
+        provider=outcome.provider,
+        next_attempt_at=timezone.now() + timedelta(seconds=delay),
+    )
+    return delay
+
+
+def schedule_retries(retry: list[tuple[Delivery, float]]) -> None:
+    """One message per priority, sent after the longest delay among its deliveries."""
+    groups: dict[str, list[tuple[Delivery, float]]] = defaultdict(list)
+    for delivery, delay in retry:
+        groups[delivery.notification.priority].append((delivery, delay))
+    for priority, items in groups.items():
+        enqueue([str(d.id) for d, _ in items], priority, countdown=max(delay for _, delay in items))
+
+
+# --- recovery -----------------------------------------------------------------------------------
+
+QUEUED_GRACE = timedelta(seconds=60)  # a queued delivery nobody picked up in this long is orphaned
+SENDING_TIMEOUT = timedelta(seconds=300)  # well past the send task's hard time limit (150 s)
+
+
+@shared_task(
+    name="notifications.sweep_stuck_deliveries", ignore_result=True, soft_time_limit=60, time_limit=90
+)
+def sweep_stuck_deliveries() -> dict[str, int]:
+    """Put orphaned deliveries back to work (beat runs this for every tenant).
+
+    The database is the truth: a delivery queued while the broker was down, or claimed by a
+    worker that died, is found here by its age and enqueued again. Claims make a repeated
+    message harmless; a delivery stuck in `sending` may have reached the provider before its
+    worker died, so it is sent again (email carries the same Message-ID).
+    """
     now = timezone.now()
-    to_retry: list[str] = []
-    for outcome in outcomes:
-        error = outcome.error
-        if error is None:
-            Delivery.objects.filter(id=outcome.delivery_id).update(
-                status=DeliveryStatus.SENT,
-                provider=smtp.NAME,
-                provider_message_id=outcome.provider_message_id,
-                sent_at=now,
-                updated_at=now,
-                last_error="",
-            )
-            record_events([outcome.delivery_id], DeliveryStatus.SENT)
-        elif error.permanent or retries >= MAX_RETRIES:
-            reason = (
-                error.reason if error.permanent else f"gave up after {retries + 1} attempts: {error.reason}"
-            )
-            Delivery.objects.filter(id=outcome.delivery_id).update(
-                status=DeliveryStatus.FAILED, provider=smtp.NAME, last_error=reason, updated_at=now
-            )
-            record_events([outcome.delivery_id], DeliveryStatus.FAILED, reason)
-        else:
-            Delivery.objects.filter(id=outcome.delivery_id).update(last_error=error.reason, updated_at=now)
-            record_events([outcome.delivery_id], DeliveryStatus.QUEUED, f"will retry: {error.reason}")
-            to_retry.append(outcome.delivery_id)
-    return to_retry
-
-
-def _finish_failed(delivery: Delivery, reason: str) -> None:
-    Delivery.objects.filter(id=delivery.id).update(
-        status=DeliveryStatus.FAILED, last_error=reason, updated_at=timezone.now()
+    stuck = Delivery.objects.filter(status=DeliveryStatus.SENDING, updated_at__lt=now - SENDING_TIMEOUT)
+    revived = [
+        delivery_id
+        for delivery_id in stuck.values_list("id", flat=True)[:10_000]
+        if transition(delivery_id, DeliveryStatus.QUEUED, "its worker stopped answering; sending again")
+    ]
+    due = (
+        Delivery.objects.filter(status=DeliveryStatus.QUEUED, updated_at__lt=now - QUEUED_GRACE)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=now - QUEUED_GRACE))
+        .order_by("updated_at")
     )
-    record_events([delivery.id], DeliveryStatus.FAILED, reason)
+    rows = list(due.values_list("id", "notification__priority")[:10_000])
+    rows += list(Delivery.objects.filter(id__in=revived).values_list("id", "notification__priority"))
+    by_priority: dict[str, list[str]] = defaultdict(list)
+    for delivery_id, priority in rows:
+        by_priority[priority].append(str(delivery_id))
+    Delivery.objects.filter(id__in=[r[0] for r in rows]).update(
+        updated_at=timezone.now(), next_attempt_at=None
+    )
+    for priority, ids in by_priority.items():
+        for start in range(0, len(ids), 100):
+            enqueue(ids[start : start + 100], priority)
+    return {"revived_from_sending": len(revived), "enqueued": len(rows)}

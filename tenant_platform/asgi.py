@@ -13,7 +13,8 @@ from a2wsgi import WSGIMiddleware
 from channels.routing import ProtocolTypeRouter
 from django.core.wsgi import get_wsgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tenant_platform.settings.dev")
+# Production unless told otherwise: `make run` and the tests name their settings explicitly.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tenant_platform.settings.production")
 
 _wsgi = get_wsgi_application()
 

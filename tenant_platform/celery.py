@@ -8,7 +8,8 @@ import os
 
 from celery import Celery
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tenant_platform.settings.dev")
+# Production unless told otherwise: `make run` and the tests name their settings explicitly.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tenant_platform.settings.production")
 
 app = Celery("herald", task_cls="tenants.task_tenancy:TenantTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -22,7 +22,7 @@ def validate_slug(slug: str) -> str:
         raise InvalidSlug("slug is empty")
     if len(slug) > SLUG_MAX_LENGTH:
         raise InvalidSlug(f"slug {slug!r} is longer than {SLUG_MAX_LENGTH} characters")
-    if not SLUG_RE.match(slug):
+    if not SLUG_RE.fullmatch(slug):
         raise InvalidSlug(
             f"slug {slug!r} must start with a letter and use only lowercase letters, digits "
             "and single hyphens between them"
@@ -41,4 +41,4 @@ def schema_for_slug(slug: str) -> str:
 
 
 def is_valid_schema_name(name: str) -> bool:
-    return bool(SCHEMA_RE.match(name)) and not name.startswith("pg_")
+    return bool(SCHEMA_RE.fullmatch(name)) and not name.startswith("pg_")

@@ -1,9 +1,11 @@
 """Creating a tenant: schema, domain, first admin user and first API key, all or nothing."""
 
+import ipaddress
 import re
 import secrets
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -70,11 +72,21 @@ def _check_slug(slug: str) -> str:
 
 def _check_domain(domain: str) -> str:
     domain = domain.strip().lower()
-    if not HOSTNAME_RE.match(domain):
+    if not HOSTNAME_RE.fullmatch(domain) or _is_ip_address(domain):
         raise ProvisioningError(f"domain {domain!r} is not a valid host name")
+    if domain in {settings.BASE_DOMAIN.lower(), "localhost"}:
+        raise ProvisioningError(f"domain {domain!r} is the API host; give the tenant a host of its own")
     if Domain.objects.filter(domain=domain).exists():
         raise ProvisioningError(f"domain {domain!r} is already taken")
     return domain
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_email(email: str) -> str:

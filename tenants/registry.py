@@ -32,13 +32,16 @@ _checked_at = 0.0
 def get_active_tenant(schema_name: str) -> Tenant | None:
     """The active tenant owning `schema_name`, or None if there is none (or it is inactive)."""
     _refresh_if_changed()
-    try:
-        return _tenants[schema_name]
-    except KeyError:
-        pass
+    with _lock:
+        if schema_name in _tenants:
+            return _tenants[schema_name]
+        generation_before = _generation
     tenant = _load(schema_name)
     with _lock:
-        _tenants[schema_name] = tenant
+        # Another thread may have seen a newer generation while we read: then what we read may
+        # be stale, so use it once without caching it.
+        if _generation == generation_before:
+            _tenants[schema_name] = tenant
     return tenant
 
 

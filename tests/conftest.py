@@ -25,7 +25,7 @@ from tenants.schemas import use_public
 from tests.fakes.smtp_server import FakeSmtpServer
 
 REPO = Path(__file__).resolve().parent.parent
-OUTPUT = REPO / "test-output"
+OUTPUT = Path(os.environ.get("TEST_OUTPUT_DIR", REPO / "test-output"))
 
 
 @dataclass
@@ -119,7 +119,7 @@ class Process:
     """A child process (worker, beat) whose log the tests can wait on."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        OUTPUT.mkdir(exist_ok=True)
+        OUTPUT.mkdir(parents=True, exist_ok=True)
         self.log_path = OUTPUT / f"{name}.log"
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from .. import pipeline
-from ..models import Delivery, DeliveryEvent, Notification
+from ..models import Delivery, DeliveryAttempt, DeliveryEvent, Notification
 from .serializers import AcceptedNotification, NotificationCreate, NotificationOut
 
 
@@ -25,7 +25,8 @@ def notifications_with_timeline() -> QuerySet[Notification]:
         Prefetch(
             "deliveries",
             queryset=Delivery.objects.order_by("created_at").prefetch_related(
-                Prefetch("events", queryset=DeliveryEvent.objects.order_by("id"))
+                Prefetch("events", queryset=DeliveryEvent.objects.order_by("id")),
+                Prefetch("attempt_log", queryset=DeliveryAttempt.objects.order_by("id")),
             ),
         )
     )

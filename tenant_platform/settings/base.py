@@ -5,6 +5,7 @@ SECRET_KEY (or SECRET_KEY_FILE), TASK_SIGNING_KEY (or _FILE), BASE_DOMAIN, PORT.
 """
 
 from pathlib import Path
+from typing import Any
 
 import environ
 from kombu import Exchange, Queue
@@ -65,6 +66,7 @@ TENANT_LIMIT_SET_CALLS = True
 
 MIDDLEWARE = [
     "django_tenants.middleware.main.TenantMainMiddleware",
+    "tenants.middleware.SuspendedTenantMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -160,10 +162,53 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# The platform's periodic work (DatabaseScheduler installs these entries when beat starts).
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stuck-deliveries": {
+        "task": "tenants.for_each_tenant",
+        "schedule": 30.0,
+        "args": ["notifications.sweep_stuck_deliveries"],
+        "kwargs": {"queue": "high"},
+    },
+}
 # Key for the HMAC over each task message's tenant header. Derived from SECRET_KEY unless set.
 TASK_SIGNING_KEY = secret("TASK_SIGNING_KEY", default="")
 # How often a worker process checks whether cached tenants changed (seconds).
 TENANT_CACHE_CHECK_INTERVAL = env.float("TENANT_CACHE_CHECK_INTERVAL", default=1.0)
+
+# --- Providers ----------------------------------------------------------------------------
+# The platform's own provider per channel; a tenant's ProviderConfig overrides it.
+TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
+TWILIO_AUTH_TOKEN = secret("TWILIO_AUTH_TOKEN", default="")
+TWILIO_FROM_NUMBER = env.str("TWILIO_FROM_NUMBER", default="")
+# Dev and tests only: send Twilio API calls to a local server instead of https://api.twilio.com.
+TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
+PLATFORM_PROVIDERS: dict[str, dict[str, Any]] = {
+    "email": {"provider": "smtp"},
+    "push": {"provider": "webpush"},  # each tenant's own VAPID keys, made at provisioning
+    "in_app": {"provider": "inapp"},
+}
+if TWILIO_ACCOUNT_SID:
+    PLATFORM_PROVIDERS["sms"] = {
+        "provider": "twilio",
+        "settings": {"from_number": TWILIO_FROM_NUMBER},
+        "secrets": {"account_sid": TWILIO_ACCOUNT_SID, "auth_token": TWILIO_AUTH_TOKEN},
+    }
+# Fernet keys for stored credentials, comma-separated, newest first (see tenants.crypto).
+FIELD_ENCRYPTION_KEYS = secret("FIELD_ENCRYPTION_KEYS", default="")
+# Retries per channel: attempts in all, exponential backoff with full jitter (base * 2**n, capped),
+# and after how many transient failures the tenant's secondary provider takes over.
+RETRY_POLICIES = {
+    "email": {"max_attempts": 6, "base": 2.0, "cap": 300.0, "failover_after": 2},
+    "sms": {"max_attempts": 5, "base": 2.0, "cap": 120.0, "failover_after": 2},
+    "push": {"max_attempts": 5, "base": 2.0, "cap": 120.0, "failover_after": 2},
+    "in_app": {"max_attempts": 3, "base": 1.0, "cap": 10.0, "failover_after": 2},
+}
+# A provider whose recent error rate crosses this is skipped for the secondary, when there is one.
+PROVIDER_HEALTH = {"window_seconds": 300, "min_attempts": 10, "max_error_rate": 0.5}
+# How links in messages (unsubscribe, preferences) reach a tenant's domain.
+PUBLIC_SCHEME = env.str("PUBLIC_SCHEME", default="https")
+PUBLIC_PORT = env.int("PUBLIC_PORT", default=0)  # 0: the scheme's default port
 
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -15,3 +15,5 @@ DEV_MAILBOX_DIR = env.str("DEV_MAILBOX_DIR", default="") or None
 # Static files straight from the apps (no collectstatic needed outside production).
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
+PUBLIC_SCHEME = env.str("PUBLIC_SCHEME", default="http")
+PUBLIC_PORT = env.int("PUBLIC_PORT", default=env.int("PORT", default=8000))

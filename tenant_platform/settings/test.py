@@ -7,6 +7,8 @@ DEBUG = False
 SECRET_KEY = SECRET_KEY or "test-only-secret-key-not-for-production"  # noqa: F405
 ALLOWED_HOSTS = ["*"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast hashing in tests
+# Parallel test sessions on one machine each name their own database and Redis db index.
+DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DB_NAME", default="test_herald")}  # noqa: F405
 # Redis database 15 keeps test queues and caches apart from a dev stack on the same server.
 REDIS_URL = env.str("TEST_REDIS_URL", default="redis://127.0.0.1:6379/15")
 CACHES["default"]["LOCATION"] = REDIS_URL  # noqa: F405
@@ -19,3 +21,5 @@ DEV_MAILBOX_DIR = None
 # Static files straight from the apps (no collectstatic needed outside production).
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
+PUBLIC_SCHEME = "http"
+PUBLIC_PORT = 8000

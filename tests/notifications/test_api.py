@@ -49,7 +49,12 @@ def test_it_accepts_a_notification_and_shows_it_queued(personas: Personas) -> No
     assert shown["id"] == body["id"]
     assert shown["status"] == "queued"
     assert shown["priority"] == "high"
-    assert shown["recipient"] == {"external_id": "u-42", "email": "ana@example.com", "phone": ""}
+    assert shown["recipient"] == {
+        "external_id": "u-42",
+        "email": "ana@example.com",
+        "phone": "",
+        "locale": "",
+    }
     (delivery,) = shown["deliveries"]
     assert delivery["channel"] == "email"
     assert delivery["address"] == "ana@example.com"
@@ -204,9 +209,10 @@ def test_every_bad_field_is_named_at_once(personas: Personas) -> None:
     assert {"recipient.email", "priority", "channels[0]"} <= set(fields)
 
 
-def test_a_channel_not_yet_available_is_refused_clearly(personas: Personas) -> None:
+def test_a_channel_without_a_provider_is_refused_clearly(personas: Personas) -> None:
+    # No platform Twilio account in the test settings and none of the tenant's own.
     error = error_of(post(personas.alpha.client(), with_changes(channels=["sms"])))
-    assert "not available yet" in error["fields"]["channels[0]"][0]
+    assert "no sms provider is configured for this tenant" in error["fields"]["channels"][0]
 
 
 def test_a_body_that_is_not_json_is_400(personas: Personas) -> None:

@@ -135,7 +135,12 @@ def test_beat_fans_a_task_out_to_every_active_tenant(
 
 
 def publish_raw(
-    task: str, args: list[Any], headers: dict[str, Any], task_id: str | None = None, serializer: str = "json"
+    task: str,
+    args: list[Any],
+    headers: dict[str, Any],
+    task_id: str | None = None,
+    serializer: str = "json",
+    embed_extra: dict[str, Any] | None = None,
 ) -> str:
     """Publish a task protocol 2 message with kombu, bypassing Celery (and our signing)."""
     task_id = task_id or str(uuid.uuid4())
@@ -157,7 +162,11 @@ def publish_raw(
         "origin": "test@raw",
         "ignore_result": False,
     }
-    body = [args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    body = [
+        args,
+        {},
+        {"callbacks": None, "errbacks": None, "chain": None, "chord": None, **(embed_extra or {})},
+    ]
     with Connection(settings.CELERY_BROKER_URL) as conn:
         conn.Producer().publish(
             body,
@@ -170,7 +179,8 @@ def publish_raw(
 
 
 def signed_headers(task_id: str, task: str, schema: str, args: list[Any]) -> dict[str, str]:
-    return {SCHEMA_HEADER: schema, SIGNATURE_HEADER: sign(task_id, task, schema, args, {}, {})}
+    delivery = {"retries": 0, "eta": None, "expires": None}  # as publish_raw sends them
+    return {SCHEMA_HEADER: schema, SIGNATURE_HEADER: sign(task_id, task, schema, args, {}, {}, delivery)}
 
 
 def test_a_correctly_signed_raw_message_runs(worker: Process, personas: Personas) -> None:
@@ -231,6 +241,65 @@ def test_it_rejects_a_message_without_a_valid_tenant_header(
     # Rejected, not retried: the security event was logged once for this message.
     time.sleep(1.0)
     assert worker.log().count(f"id={task_id}") == 1
+
+
+@pytest.mark.parametrize(
+    ("embed", "headers_extra"),
+    [
+        ({"is_eager": True}, {}),  # would make the task think it runs in-process
+        ({"called_directly": True}, {}),
+        ({"id": "another-id"}, {}),  # would replay a signature under a new task id
+        ({}, {"called_directly": True}),
+    ],
+)
+def test_it_rejects_a_message_that_smuggles_request_fields(
+    worker: Process, personas: Personas, embed: dict[str, Any], headers_extra: dict[str, Any]
+) -> None:
+    """Celery merges body fields into the task's request; only canvas links may be there."""
+    mark, task_id = marker(), str(uuid.uuid4())
+    headers = {**signed_headers(task_id, "tests.record_schema", "alpha", [mark]), **headers_extra}
+    if headers_extra:
+        headers = headers_extra  # and no tenant header at all
+    publish_raw("tests.record_schema", [mark], headers, task_id, embed_extra=embed)
+    line = next(
+        line
+        for line in worker.wait_for_log(f"id={task_id}", timeout=RESULT_TIMEOUT).splitlines()
+        if f"id={task_id}" in line
+    )
+    assert "security: rejected task message" in line
+    time.sleep(0.5)
+    assert schemas_holding(personas, mark) == set()
+
+
+def test_a_platform_fan_out_cannot_be_smuggled_in_as_eager(worker: Process, personas: Personas) -> None:
+    mark, task_id = marker(), str(uuid.uuid4())
+    publish_raw(
+        "tenants.for_each_tenant",
+        ["tests.record_schema", [mark]],
+        {},
+        task_id,
+        embed_extra={"is_eager": True},
+    )
+    worker.wait_for_log(f"id={task_id}", timeout=RESULT_TIMEOUT)
+    time.sleep(1.0)
+    assert schemas_holding(personas, mark) == set()
+
+
+def test_a_tampered_retries_header_breaks_the_signature(worker: Process, personas: Personas) -> None:
+    mark, task_id = marker(), str(uuid.uuid4())
+    headers = {**signed_headers(task_id, "tests.record_schema", "alpha", [mark]), "retries": 5}
+    publish_raw("tests.record_schema", [mark], headers, task_id)
+    log = worker.wait_for_log(f"id={task_id}", timeout=RESULT_TIMEOUT)
+    assert "bad tenant header signature" in next(line for line in log.splitlines() if f"id={task_id}" in line)
+
+
+def test_apply_runs_in_process_and_leaves_the_callers_schema_alone(personas: Personas) -> None:
+    mark = marker()
+    with schema_context("alpha"):
+        assert record_schema.apply(args=(mark,)).get() == "alpha"
+        from tenants.schemas import current_schema
+
+        assert current_schema() == "alpha"
 
 
 def test_it_refuses_an_unregistered_task_name(worker: Process) -> None:

@@ -1,0 +1,125 @@
+"""What each channel's message says: from the request's own text or from a stored template.
+
+A notification gives either inline text (`subject`, `body`, `html`, `url`) or a `template` key.
+A template has one variant per channel and locale; the recipient's (or the request's) locale
+falls back from `pt-BR` to `pt` to the variant without a locale. Everything is rendered in the
+sandbox of notifications.rendering with the request's `data`, plus the links Herald provides
+(`unsubscribe_url`, `preferences_url`), once, when the notification is accepted: every retry
+then sends the same content, and what was sent can be shown.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .models import Channel, Template, TemplateVariant
+from .rendering import RenderError, render
+
+# The fields of Delivery.content per channel, and which source field each is rendered from.
+CONTENT_FIELDS: dict[str, dict[str, str]] = {
+    Channel.EMAIL: {"subject": "subject", "text": "text", "html": "html"},
+    Channel.SMS: {"text": "text"},
+    Channel.PUSH: {"title": "subject", "body": "text", "url": "url"},
+    Channel.IN_APP: {"title": "subject", "body": "text", "url": "url"},
+}
+# What each channel cannot do without.
+REQUIRED_CONTENT: dict[str, tuple[str, ...]] = {
+    Channel.EMAIL: ("subject", "text"),
+    Channel.SMS: ("text",),
+    Channel.PUSH: ("title",),
+    Channel.IN_APP: ("body",),
+}
+# Link variables available to every template; placeholders while validating a request.
+LINK_VARIABLES = ("unsubscribe_url", "preferences_url")
+
+
+class ComposeError(ValueError):
+    """The message can't be composed; `field` names the request field to blame."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Source:
+    """The unrendered text for one channel, and where it came from (for error messages)."""
+
+    subject: str = ""
+    text: str = ""
+    html: str = ""
+    url: str = ""
+    origin: str = ""  # "" for the request's own fields, else "template '<key>' (sms, pt)"
+
+
+def inline_source(subject: str, body: str, html: str = "", url: str = "") -> Source:
+    return Source(subject=subject, text=body, html=html, url=url)
+
+
+def locale_chain(locale: str) -> list[str]:
+    """`pt-BR` -> ["pt-br", "pt", ""]."""
+    chain: list[str] = []
+    code = locale.strip().lower().replace("_", "-")
+    while code:
+        chain.append(code)
+        code = code.rpartition("-")[0]
+    chain.append("")
+    return chain
+
+
+def template_sources(template: Template, channels: list[str], locale: str) -> dict[str, Source]:
+    """The best variant of `template` for each channel, or ComposeError naming what's missing."""
+    variants: dict[tuple[str, str], TemplateVariant] = {
+        (v.channel, v.locale.lower()): v for v in template.variants.all()
+    }
+    sources = {}
+    for channel in channels:
+        for code in locale_chain(locale):
+            variant = variants.get((channel, code))
+            if variant is not None:
+                sources[channel] = Source(
+                    subject=variant.subject,
+                    text=variant.text,
+                    html=variant.html,
+                    url=variant.url,
+                    origin=f"template {template.key!r} ({channel}, {code or 'default locale'})",
+                )
+                break
+        else:
+            raise ComposeError("template", f"template {template.key!r} has no {channel} variant")
+    return sources
+
+
+def render_content(
+    channel: str, source: Source, data: Mapping[str, Any], links: Mapping[str, str]
+) -> dict[str, str]:
+    """Delivery.content for `channel`: each field rendered with data and links."""
+    context = {**data, **links}
+    content: dict[str, str] = {}
+    for field, source_field in CONTENT_FIELDS[channel].items():
+        text = getattr(source, source_field)
+        if not text:
+            continue
+        try:
+            content[field] = render(text, context)
+        except RenderError as exc:
+            if source.origin:
+                message = f"cannot render the {field} of {source.origin} with the given data: {exc}"
+                raise ComposeError("template", message) from None
+            raise ComposeError(
+                _request_field(source_field), f"cannot render with the given data: {exc}"
+            ) from None
+    for field in REQUIRED_CONTENT[channel]:
+        if not content.get(field):
+            blame = "template" if source.origin else _request_field(CONTENT_FIELDS[channel][field])
+            raise ComposeError(blame, f"required for the {channel} channel")
+    return content
+
+
+def placeholder_links() -> dict[str, str]:
+    return {name: f"https://example.invalid/{name}" for name in LINK_VARIABLES}
+
+
+def _request_field(source_field: str) -> str:
+    return {"subject": "subject", "text": "body", "html": "html", "url": "url"}[source_field]

@@ -1,0 +1,88 @@
+"""Signed links and tokens for end users, who have no account: unsubscribe, preferences, feed.
+
+Every token names the tenant's schema and the recipient; it is checked against the schema of the
+domain it is used on, so a token of one tenant is worthless on another's domain.
+"""
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core import signing
+
+from tenants.schemas import current_schema, current_tenant
+
+FEED_TOKEN_MAX_AGE = 7 * 24 * 3600  # seconds; the tenant's backend mints a new one as needed
+_FEED_SALT = "herald.recipient-token"
+_UNSUBSCRIBE_SALT = "herald.unsubscribe"
+
+
+class BadToken(Exception):
+    """The token is forged, expired, or for another tenant."""
+
+
+@dataclass(frozen=True)
+class RecipientClaim:
+    recipient_id: str
+    category: str = ""
+
+
+def recipient_token(recipient_id: str) -> str:
+    """A token for the end user's own feed, preferences and push subscriptions (expires)."""
+    return signing.TimestampSigner(salt=_FEED_SALT).sign_object({"t": current_schema(), "r": recipient_id})
+
+
+def read_recipient_token(token: str) -> RecipientClaim:
+    try:
+        data = signing.TimestampSigner(salt=_FEED_SALT).unsign_object(token, max_age=FEED_TOKEN_MAX_AGE)
+    except signing.BadSignature:
+        raise BadToken("invalid or expired recipient token") from None
+    return _claim(data)
+
+
+def unsubscribe_token(recipient_id: str, category: str) -> str:
+    """For links in messages: no expiry (mail is read late), one recipient and category."""
+    return signing.Signer(salt=_UNSUBSCRIBE_SALT).sign_object(
+        {"t": current_schema(), "r": recipient_id, "c": category}
+    )
+
+
+def read_unsubscribe_token(token: str) -> RecipientClaim:
+    try:
+        data = signing.Signer(salt=_UNSUBSCRIBE_SALT).unsign_object(token)
+    except signing.BadSignature:
+        raise BadToken("invalid unsubscribe link") from None
+    return _claim(data)
+
+
+def _claim(data: Any) -> RecipientClaim:
+    if not isinstance(data, dict) or data.get("t") != current_schema():
+        raise BadToken("token belongs to another tenant")
+    return RecipientClaim(recipient_id=str(data.get("r", "")), category=str(data.get("c", "")))
+
+
+_HOST_TTL = 60.0
+_hosts: dict[str, tuple[float, str]] = {}
+
+
+def tenant_host() -> str:
+    """The current tenant's primary domain (cached per process for a minute)."""
+    schema = current_schema()
+    cached = _hosts.get(schema)
+    now = time.monotonic()
+    if cached and now - cached[0] < _HOST_TTL:
+        return cached[1]
+    tenant = current_tenant()
+    domain = tenant.get_primary_domain() if tenant is not None and schema != "public" else None
+    host = domain.domain if domain is not None else settings.BASE_DOMAIN
+    _hosts[schema] = (now, str(host))
+    return str(host)
+
+
+def tenant_url(path: str) -> str:
+    """An absolute URL on the current tenant's primary domain."""
+    host = tenant_host()
+    default_port = {"http": 80, "https": 443}.get(settings.PUBLIC_SCHEME)
+    port = f":{settings.PUBLIC_PORT}" if settings.PUBLIC_PORT and default_port != settings.PUBLIC_PORT else ""
+    return f"{settings.PUBLIC_SCHEME}://{host}{port}{path}"

@@ -1,0 +1,25 @@
+"""HTTP middleware of the tenants package."""
+
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+
+
+class SuspendedTenantMiddleware:
+    """A suspended tenant's domain serves nothing: API, console and end-user pages all answer 403.
+
+    (django-tenants resolves a domain whether or not its tenant is active.)
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        tenant = getattr(request, "tenant", None)
+        if tenant is not None and not getattr(tenant, "is_active", True):
+            message = "This account is suspended."
+            if request.path.startswith(("/api/", "/u/", "/hooks/")):
+                return JsonResponse({"error": {"code": "tenant_suspended", "message": message}}, status=403)
+            return render(request, "tenants/suspended.html", {"message": message}, status=403)
+        return self.get_response(request)

@@ -1,0 +1,73 @@
+"""The template sandbox: no way into Python, and a bounded cost for whatever a tenant writes."""
+
+import time
+
+import pytest
+
+from notifications.rendering import RenderError, render
+
+DATA = {"name": "Ana", "items": [str(i) for i in range(2000)]}
+
+ESCAPES = [
+    "{{ ''.__class__.__mro__ }}",
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ cycler.__init__.__globals__.os }}",
+    "{{ lipsum.__globals__ }}",
+    "{{ name.__class__.__init__ }}",
+    "{{ self._TemplateReference__context }}",
+    "{% set x = name.upper.__self__ %}{{ x.__class__ }}",
+]
+
+COST_BOMBS = [
+    "{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}",
+    "{% for i in items %}{% for j in items %}{% for k in items %}.{% endfor %}{% endfor %}{% endfor %}",
+    "{{ ([('x'*1000)]*100000)|join }}",
+    "{% set a = 'x' * 9000 %}" + "{% set a = a ~ a %}" * 14 + "{{ a|length }}",
+    "{{ 'x'|center(200000000) }}",
+    "{{ 'x'|indent(200000000) }}",
+    "{{ '%200000000d' % 1 }}",
+    "{{ '{:>200000000}'.format(1) }}",
+    "{{ '{0:>200000000}'.format_map({}) }}",
+    "{{ (((9**64)**64)**64)**64 }}",
+    "{{ 9**9999999 }}",
+    "{{ 'x' * 10**9 }}",
+    "{% for x in range(10**9) %}{% endfor %}",
+    "{% macro f(n) %}{% if n < 25 %}{{ f(n+1) }}{{ f(n+1) }}{% endif %}{% endmacro %}{{ f(0) }}",
+    "{% for x in range(100) recursive %}{{ loop(range(100)) }}{% endfor %}",
+    "{{ 'ab'|replace('a', 'x' * 99999)|replace('x', 'yy') }}",
+]
+
+
+@pytest.mark.parametrize("template", ESCAPES)
+def test_it_refuses_a_way_into_python(template: str) -> None:
+    with pytest.raises(RenderError, match=r"not allowed|unsafe|undefined"):
+        render(template, DATA)
+
+
+@pytest.mark.parametrize("template", COST_BOMBS)
+def test_a_costly_template_stops_quickly_with_a_clear_error(template: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(RenderError) as caught:
+        render(template, DATA)
+    # Generous for a noisy machine: unbounded, each of these runs for minutes or exhausts memory.
+    assert time.monotonic() - started < 3.0
+    assert "not allowed" in str(caught.value) or "too much work" in str(caught.value)
+
+
+def test_ordinary_templates_still_work() -> None:
+    template = (
+        "Hello {{ name }}, {{ items|length }} items: {% for i in items[:3] %}{{ i }} {% endfor %}"
+        "{{ 3 * 4 }} {{ name ~ '!' }} {{ name|upper }} {{ 'a,b'|replace(',', ';') }} "
+        "{{ items[:2]|join('+') }}"
+        "{% if name %} yes{% endif %} {{ '%.2f'|length }}"
+    )
+    assert render(template, DATA) == "Hello Ana, 2000 items: 0 1 2 12 Ana! ANA a;b 0+1 yes 4"
+
+
+def test_a_loop_over_data_of_moderate_size_is_fine() -> None:
+    assert render("{% for i in items %}{{ i }},{% endfor %}", DATA).count(",") == 2000
+
+
+def test_a_missing_variable_names_itself() -> None:
+    with pytest.raises(RenderError, match="'nickname' is undefined"):
+        render("Hi {{ nickname }}", DATA)
