@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/v1/", include("notifications.api.urls")),
     path("console/", include("notifications.console.urls")),
     path("u/", include("notifications.preferences.urls")),
+    path("hooks/", include("notifications.hooks.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("healthz", health),

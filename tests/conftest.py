@@ -23,6 +23,7 @@ from tenants.models import Tenant
 from tenants.provisioning import provision_tenant
 from tenants.schemas import use_public
 from tests.fakes.smtp_server import FakeSmtpServer
+from tests.fakes.twilio_server import FakeTwilioServer
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = Path(os.environ.get("TEST_OUTPUT_DIR", REPO / "test-output"))
@@ -97,6 +98,14 @@ def smtp_server() -> Iterator[FakeSmtpServer]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def twilio_server() -> Iterator[FakeTwilioServer]:
+    """Twilio's Messages API on a free port; the worker's TWILIO_API_BASE_URL points here."""
+    server = FakeTwilioServer().start()
+    yield server
+    server.stop()
+
+
 def _test_database_url() -> str:
     db = connection.settings_dict
     auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
@@ -153,7 +162,9 @@ def celery_bin() -> str:
 
 
 @pytest.fixture(scope="session")
-def worker(django_db_setup: Personas, smtp_server: FakeSmtpServer) -> Iterator[Process]:
+def worker(
+    django_db_setup: Personas, smtp_server: FakeSmtpServer, twilio_server: FakeTwilioServer
+) -> Iterator[Process]:
     """A real Celery worker (prefork, 2 processes) on every queue, against the test database."""
     redis.Redis.from_url(settings.REDIS_URL).flushdb()  # no stale messages from an earlier run
     proc = Process(
@@ -174,7 +185,7 @@ def worker(django_db_setup: Personas, smtp_server: FakeSmtpServer) -> Iterator[P
             "--without-gossip",
             "--without-mingle",
         ],
-        service_env(smtp_server.url),
+        service_env(smtp_server.url, TWILIO_API_BASE_URL=twilio_server.url),
     )
     proc.wait_for_log("ready.", timeout=60)
     yield proc

@@ -76,3 +76,13 @@ def test_another_tenants_notification_is_not_found(personas: Personas) -> None:
 
 def test_there_is_no_console_on_the_api_host() -> None:
     assert Client(HTTP_HOST="localhost").get("/console/login/").status_code == 404
+
+
+def test_a_suspended_tenants_console_and_pages_are_closed(personas: Personas) -> None:
+    client = Client(HTTP_HOST=personas.inactive.domain)
+    login = client.post("/console/login/", {"username": "owner@gamma.test", "password": "pw"})
+    assert login.status_code == 403
+    assert "suspended" in login.content.decode()
+    api = client.get("/u/preferences/?token=x")
+    assert api.status_code == 403
+    assert api.json()["error"]["code"] == "tenant_suspended"

@@ -77,6 +77,8 @@ def test_it_creates_schema_domain_admin_and_prints_the_key_last(personas: Person
         ),
         (["epsilon", "--domain", "bad host!", "--admin-email", "a@b.test"], "not a valid host name"),
         (["epsilon", "--domain", "x5.localhost", "--admin-email", "not-an-email"], "not a valid email"),
+        (["epsilon", "--domain", "localhost", "--admin-email", "a@b.test"], "is the API host"),
+        (["epsilon", "--domain", "127.0.0.1", "--admin-email", "a@b.test"], "not a valid host name"),
     ],
 )
 def test_bad_input_is_one_line_exit_1_and_nothing_created(
