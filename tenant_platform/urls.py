@@ -14,6 +14,7 @@ def health(request: HttpRequest) -> JsonResponse:
 urlpatterns = [
     path("api/v1/", include("notifications.api.urls")),
     path("console/", include("notifications.console.urls")),
+    path("u/push/", include("notifications.push.urls")),
     path("u/", include("notifications.preferences.urls")),
     path("hooks/", include("notifications.hooks.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -12,6 +12,8 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django_tenants.utils import schema_context
 
+from notifications.push.keys import ensure_vapid_keys
+
 from .models import ApiKey, Domain, Tenant
 from .naming import InvalidSlug, schema_for_slug
 
@@ -56,6 +58,7 @@ def provision_tenant(
             get_user_model().objects.create_user(
                 username=admin_email, email=admin_email, password=admin_password, is_superuser=True
             )
+            ensure_vapid_keys()  # the tenant's own Web Push identity
         _, raw_key = ApiKey.issue(tenant, name="Default key")
     return ProvisionedTenant(tenant, domain, admin_email, generated_password, raw_key)
 

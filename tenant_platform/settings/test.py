@@ -21,5 +21,6 @@ DEV_MAILBOX_DIR = None
 # Static files straight from the apps (no collectstatic needed outside production).
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
+WEBPUSH_ALLOW_LOCAL_HTTP = True  # the tests' push service listens on http://127.0.0.1
 PUBLIC_SCHEME = "http"
 PUBLIC_PORT = 8000
