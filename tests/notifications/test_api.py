@@ -269,3 +269,26 @@ def test_the_api_docs_page_loads() -> None:
     response = Client(HTTP_HOST="localhost").get("/api/docs/")
     assert response.status_code == 200
     assert b"swagger" in response.content.lower()
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("+1 415 555 0100", "+14155550100"),
+        ("+44 20 7946 0958", "+442079460958"),
+        ("+351912345678", "+351912345678"),
+    ],
+)
+def test_a_phone_number_is_stored_in_e164(personas: Personas, given: str, stored: str) -> None:
+    external_id = f"u-{uuid.uuid4()}"
+    body = with_changes(recipient={"external_id": external_id, "email": "a@example.com", "phone": given})
+    assert post(personas.alpha.client(), body).status_code == 202
+    with schema_context("alpha"):
+        assert Recipient.objects.get(external_id=external_id).phone == stored
+
+
+@pytest.mark.parametrize("phone", ["4155550100", "+1 555", "+999 123 456", "call me", "+1415555010099999"])
+def test_a_bad_phone_number_is_a_400_naming_the_field(personas: Personas, phone: str) -> None:
+    body = with_changes(recipient={"external_id": "u-1", "email": "a@example.com", "phone": phone})
+    error = error_of(post(personas.alpha.client(), body))
+    assert "international format" in error["fields"]["recipient.phone"][0]
