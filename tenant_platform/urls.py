@@ -23,7 +23,7 @@ urlpatterns = [
 ]
 
 if settings.DEBUG:
-    # What the local mail catcher (and later the fake SMS and push services) received.
+    # What the local mail catcher and the fake SMS and push services received.
     urlpatterns.append(path("dev/", include("tenant_platform.devtools.urls")))
 
 handler404 = "tenant_platform.api_errors.handler404"

@@ -29,6 +29,7 @@ from celery import Task, signals
 from celery.exceptions import Reject
 from celery.worker.strategy import default as default_strategy
 from django.conf import settings
+from django.db import close_old_connections
 from django_tenants.utils import get_public_schema_name
 from kombu.utils.json import dumps as kombu_dumps
 
@@ -105,6 +106,13 @@ def _body_parts(body: Any) -> tuple[Sequence[Any], Mapping[str, Any], Mapping[st
         args, kwargs, embed = body
         return args or (), kwargs or {}, embed or {}
     raise TypeError("Herald only publishes task protocol 2 messages")
+
+
+@signals.task_prerun.connect(weak=False)
+def recycle_connections(**_: Any) -> None:
+    """Drop connections that broke or outlived CONN_MAX_AGE, as Django does per request."""
+    if not _in_process.get():
+        close_old_connections()
 
 
 @signals.task_postrun.connect(weak=False)

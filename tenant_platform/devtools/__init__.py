@@ -1,1 +1,2 @@
-"""Development-only pages (mounted under /dev/ when DEBUG is on): the local mailbox."""
+"""Development-only pages (mounted under /dev/ when DEBUG is on): what the local mail catcher,
+fake Twilio API and fake push service of `make run` received."""

@@ -1,8 +1,14 @@
-"""The dev mailbox: the mails the local catcher (deploy/dev/mailcatcher.py) stored.
+"""The dev pages: what the local mail catcher, fake Twilio API and fake push service received.
 
-`settings.DEV_MAILBOX_DIR` names the catcher's Maildir (`make run` sets it); when it is None the
-page says the catcher is not in use. Messages are only ever read: a mail's HTML is shown in a
-sandboxed iframe (no scripts, no same-origin access), never inline.
+- /dev/        an index of the three, with how many messages each holds;
+- /dev/mail/   the mails the catcher (deploy/dev/mailcatcher.py) stored in DEV_MAILBOX_DIR;
+- /dev/sms/    the messages the fake Twilio API recorded in DEV_SMS_DIR, with their callbacks;
+- /dev/push/   the pushes the fake push service decrypted into DEV_PUSH_DIR, and a button that
+               gives a recipient a subscription there (push_demo.py), so a push can arrive.
+
+`make run` sets the three directories; when one is None its page says the server is not in
+use. Everything is only read, and shown escaped: a mail's HTML in a sandboxed iframe (no
+scripts, no same-origin access), never inline; a push's URL as text, never as a link.
 """
 
 from __future__ import annotations
@@ -21,8 +27,14 @@ from typing import Any
 
 from django.conf import settings
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.middleware.csrf import get_token
 from django.template import Context, Engine
+from django.urls import reverse
+from django.utils.http import urlencode
+from django.views.decorators.http import require_GET, require_POST
+
+from . import push_demo, records
 
 PAGE_SIZE = 50
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -231,3 +243,114 @@ def mail_raw(request: HttpRequest, key: str) -> HttpResponse:
     if maildir is None:
         raise Http404("The mail catcher is not in use.")
     return HttpResponse(find_mail(maildir, key).path.read_bytes(), content_type="text/plain; charset=utf-8")
+
+
+# --- SMS and push ---------------------------------------------------------------------------
+
+DEMO_TENANT = "demo"
+DEMO_RECIPIENT = "u-42"
+MAX_EXTERNAL_ID = 255
+
+
+def setting_dir(name: str) -> Path | None:
+    value = getattr(settings, name, None)
+    return Path(value) if value else None
+
+
+def live(request: HttpRequest) -> bool:
+    """?live=1: the page reloads itself every few seconds (to watch a delivery report arrive)."""
+    return request.GET.get("live") == "1"
+
+
+@require_GET
+def dev_index(request: HttpRequest) -> HttpResponse:
+    """Links to the three pages, with how many messages each server received."""
+    maildir, sms_dir, push_dir = mailbox_dir(), setting_dir("DEV_SMS_DIR"), push_demo.push_dir()
+    pages = [
+        {
+            "name": "Mail",
+            "url": reverse("devtools:mailbox"),
+            "what": "mails caught by the local SMTP catcher",
+            "directory": maildir,
+            "count": len(stored_mails(maildir)) if maildir else None,
+        },
+        {
+            "name": "SMS",
+            "url": reverse("devtools:sms"),
+            "what": "messages sent to the fake Twilio API, with its delivery reports",
+            "directory": sms_dir,
+            "count": len(records.record_files(sms_dir)) if sms_dir else None,
+        },
+        {
+            "name": "Push",
+            "url": reverse("devtools:push"),
+            "what": "web pushes the fake push service received and decrypted",
+            "directory": push_dir,
+            "count": len(records.record_files(push_dir)) if push_dir else None,
+        },
+    ]
+    return render_page("index.html", {"pages": pages})
+
+
+@require_GET
+def sms_index(request: HttpRequest) -> HttpResponse:
+    """Every SMS the fake Twilio API took, newest first: time, to, from, body, status, callbacks."""
+    directory = setting_dir("DEV_SMS_DIR")
+    if directory is None:
+        return render_page("sms_list.html", {"directory": None})
+    page = Paginator(records.record_files(directory), PAGE_SIZE).get_page(request.GET.get("page"))
+    return render_page(
+        "sms_list.html",
+        {
+            "directory": directory,
+            "page": page,
+            "messages": records.sms_records(list(page.object_list)),
+            "live": live(request),
+        },
+    )
+
+
+def push_page(request: HttpRequest, error: str = "", status: int = 200) -> HttpResponse:
+    directory = push_demo.push_dir()
+    context: dict[str, Any] = {
+        "directory": directory,
+        "service_url": push_demo.push_service_url(),
+        "csrf_token": get_token(request),
+        "error": error,
+        "tenant": request.POST.get("tenant", DEMO_TENANT) if error else DEMO_TENANT,
+        "external_id": request.POST.get("external_id", DEMO_RECIPIENT) if error else DEMO_RECIPIENT,
+        "subscribed": request.GET.get("subscribed", ""),
+        "subscribed_tenant": request.GET.get("tenant", ""),
+        "live": live(request),
+    }
+    if directory is not None:
+        page = Paginator(records.record_files(directory), PAGE_SIZE).get_page(request.GET.get("page"))
+        context.update(page=page, pushes=records.push_records(list(page.object_list)))
+    return render_page("push_list.html", context, status=status)
+
+
+@require_GET
+def push_index(request: HttpRequest) -> HttpResponse:
+    """Every push the fake push service received, newest first; and the "subscribe" form."""
+    return push_page(request)
+
+
+def web_port(request: HttpRequest) -> int:
+    """The port this web server listens on (the one this request reached it on)."""
+    port = str(request.META.get("SERVER_PORT", ""))
+    return int(port) if port.isdigit() and 0 < int(port) < 65536 else int(settings.PORT)
+
+
+@require_POST
+def push_subscribe(request: HttpRequest) -> HttpResponse:
+    """Give a recipient of a tenant a subscription on the fake push service (push_demo.py)."""
+    tenant = request.POST.get("tenant", "").strip()
+    external_id = request.POST.get("external_id", "").strip()
+    if not tenant or not external_id or len(external_id) > MAX_EXTERNAL_ID:
+        return push_page(request, "Give a tenant (e.g. demo) and a recipient's external_id (e.g. u-42).", 400)
+    try:
+        done = push_demo.subscribe(tenant, external_id, web_port(request))
+    except push_demo.SubscribeError as exc:
+        return push_page(request, str(exc), exc.status)
+    query = urlencode({"subscribed": done.external_id, "tenant": done.tenant})
+    return HttpResponseRedirect(f"{reverse('devtools:push')}?{query}")

@@ -12,6 +12,9 @@ DEBUG = env.bool("DEBUG", default=True)
 ALLOWED_HOSTS = ["*"]
 # Maildir of the local mail catcher that `make run` starts when EMAIL_URL is unset.
 DEV_MAILBOX_DIR = env.str("DEV_MAILBOX_DIR", default="") or None
+# What the fake Twilio API and the fake push service of `make run` received (listed under /dev/).
+DEV_SMS_DIR = env.str("DEV_SMS_DIR", default="") or None
+DEV_PUSH_DIR = env.str("DEV_PUSH_DIR", default="") or None
 # Static files straight from the apps (no collectstatic needed outside production).
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
