@@ -11,7 +11,8 @@ from typing import Any
 from django.conf import settings
 from django.core import signing
 
-from tenants.schemas import current_schema, current_tenant
+from tenants.models import Domain
+from tenants.schemas import current_schema
 
 FEED_TOKEN_MAX_AGE = 7 * 24 * 3600  # seconds; the tenant's backend mints a new one as needed
 _FEED_SALT = "herald.recipient-token"
@@ -73,9 +74,14 @@ def tenant_host() -> str:
     now = time.monotonic()
     if cached and now - cached[0] < _HOST_TTL:
         return cached[1]
-    tenant = current_tenant()
-    domain = tenant.get_primary_domain() if tenant is not None and schema != "public" else None
-    host = domain.domain if domain is not None else settings.BASE_DOMAIN
+    domain = None
+    if schema != "public":
+        domain = (
+            Domain.objects.filter(tenant__schema_name=schema, is_primary=True)
+            .values_list("domain", flat=True)
+            .first()
+        )
+    host = domain or settings.BASE_DOMAIN
     _hosts[schema] = (now, str(host))
     return str(host)
 

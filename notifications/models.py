@@ -70,7 +70,13 @@ class Notification(models.Model):
     subject = models.TextField(blank=True)
     body = models.TextField()
     data = models.JSONField(default=dict, blank=True)
+    broadcast = models.ForeignKey(
+        "Broadcast", null=True, blank=True, on_delete=models.SET_NULL, related_name="notifications"
+    )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    # Set by pipeline.accept_many: the status to answer with, before any worker has run.
+    initial_status: str = "queued"
 
     def __str__(self) -> str:
         return str(self.id)
@@ -84,6 +90,8 @@ class Notification(models.Model):
             return DeliveryStatus.SENDING
         if DeliveryStatus.QUEUED in statuses:
             return DeliveryStatus.QUEUED
+        if all(s == DeliveryStatus.SUPPRESSED for s in statuses):
+            return DeliveryStatus.SUPPRESSED
         failed = sum(s in FAILED_STATUSES for s in statuses)
         if failed == len(statuses):
             return DeliveryStatus.FAILED
@@ -318,3 +326,71 @@ class InAppMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.recipient_id} {self.status} {self.title[:30]}"
+
+
+class Topic(models.Model):
+    """A named list of recipients a tenant broadcasts to (`product-updates`, `beta-testers`)."""
+
+    key = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class TopicSubscription(models.Model):
+    topic = models.ForeignKey(Topic, on_delete=models.CASCADE, related_name="subscriptions")
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="topic_subscriptions")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["topic", "recipient"], name="one_subscription_per_topic")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic_id}:{self.recipient_id}"
+
+
+class BroadcastStatus(models.TextChoices):
+    ACCEPTED = "accepted"  # written; fan-out not started
+    FANNING_OUT = "fanning_out"
+    FANNED_OUT = "fanned_out"  # every recipient has its notification and deliveries
+
+
+class Broadcast(models.Model):
+    """One message to many recipients (a topic or an inline list), fanned out in chunks by tasks."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    topic_key = models.CharField(max_length=64, blank=True)
+    status = models.CharField(
+        max_length=16, choices=BroadcastStatus.choices, default=BroadcastStatus.ACCEPTED
+    )
+    # The message, as a validated notification request without its recipient (see fanout.py).
+    message = models.JSONField(default=dict)
+    priority = models.CharField(max_length=16, choices=Priority.choices, default=Priority.BULK)
+    recipient_count = models.PositiveIntegerField(default=0)
+    chunk_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    fanned_out_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+
+class BroadcastChunk(models.Model):
+    """Up to CHUNK_SIZE recipients of a broadcast; fanned out once, in one transaction."""
+
+    broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    recipients = models.JSONField(default=list)  # recipient dicts as in a notification request
+    done = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["broadcast", "index"], name="one_chunk_per_index")]
+
+    def __str__(self) -> str:
+        return f"{self.broadcast_id}#{self.index}"

@@ -10,22 +10,26 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django_tenants.utils import schema_context
+from psycopg2.extras import execute_values
 
 from tenants.schemas import current_schema
 
-from .compose import Source, render_content
+from .compose import ComposeError, Source, render_content
 from .links import recipient_token, tenant_url, unsubscribe_token
 from .models import (
+    Broadcast,
     Category,
     Channel,
     Delivery,
     DeliveryEvent,
     DeliveryStatus,
     Notification,
+    Preference,
     Priority,
+    PushSubscription,
     Recipient,
 )
 from .preferences import service as categories
@@ -66,64 +70,124 @@ class NotificationSpec:
 
 
 def accept(spec: NotificationSpec) -> Notification:
-    """Write the notification and its deliveries in one transaction; enqueue after commit.
-
-    Each delivery's content is rendered here, once. A delivery the recipient opted out of (or
-    that has nowhere to go, like push without a subscription) is written as `suppressed` with
-    the reason, never silently dropped.
-    """
-    with transaction.atomic():
-        recipient = upsert_recipient(spec.recipient)
-        category = categories.category(spec.category)
-        notification = Notification.objects.create(
-            recipient=recipient,
-            category=category.key,
-            template_key=spec.template_key,
-            locale=spec.locale,
-            priority=spec.priority,
-            channels=list(spec.channels),
-            subject=spec.subject,
-            body=spec.body,
-            data=spec.data,
-        )
-        link_vars = recipient_links(recipient, category)
-        reasons = suppression_reasons(recipient, category, spec.channels)
-        deliveries = []
-        for channel in spec.channels:
-            reason = reasons.get(channel)
-            content = render_content(channel, spec.sources[channel], spec.data, link_vars)
-            if channel == Channel.EMAIL and not category.required:
-                content["list_unsubscribe"] = link_vars["unsubscribe_url"]
-            deliveries.append(
-                Delivery(
-                    notification=notification,
-                    channel=channel,
-                    address=_address(recipient, channel),
-                    status=DeliveryStatus.SUPPRESSED if reason else DeliveryStatus.QUEUED,
-                    last_error=reason or "",
-                    content=content,
-                )
-            )
-        Delivery.objects.bulk_create(deliveries)
-        record_events((d.id for d in deliveries if d.status == DeliveryStatus.QUEUED), DeliveryStatus.QUEUED)
-        for d in deliveries:
-            if d.status == DeliveryStatus.SUPPRESSED:
-                record_events([d.id], DeliveryStatus.SUPPRESSED, d.last_error)
-        ids = [str(d.id) for d in deliveries if d.status == DeliveryStatus.QUEUED]
-        if ids:
-            schema = current_schema()  # publish for this tenant, whatever is current at commit time
-            transaction.on_commit(lambda: enqueue(ids, spec.priority, schema=schema))
+    """Write one notification and its deliveries in one transaction; enqueue after commit."""
+    (notification,) = accept_many([spec])
     return notification
 
 
-def suppression_reasons(recipient: Recipient, category: Category, channels: Sequence[str]) -> dict[str, str]:
-    reasons = {
-        channel: f"recipient opted out of {category.key!r} on {channel}"
-        for channel in categories.opted_out_channels(recipient, category) & set(channels)
-    }
-    if Channel.PUSH in channels and Channel.PUSH not in reasons and not recipient.push_subscriptions.exists():
-        reasons[Channel.PUSH] = "recipient has no push subscription"
-    return reasons
+def accept_many(specs: Sequence[NotificationSpec], broadcast: Broadcast | None = None) -> list[Notification]:
+    """Write notifications and their deliveries in one transaction, in bulk; enqueue after commit.
+
+    A handful of statements whatever the number of notifications: recipients upserted in one
+    INSERT .. ON CONFLICT, preferences and push subscriptions read in one query each, rows
+    written with bulk inserts. Each delivery's content is rendered here, once. A delivery the
+    recipient opted out of (or with nowhere to go, like push without a subscription) is written
+    as `suppressed` with the reason; one whose content can't be rendered for this recipient
+    (a broadcast's per-recipient data) as `failed` with the reason. Nothing is silently dropped.
+    """
+    if not specs:
+        return []
+    with transaction.atomic():
+        recipients = upsert_recipients([spec.recipient for spec in specs])
+        cats = {key: categories.category(key) for key in {spec.category for spec in specs}}
+        opted_out = _opted_out({r.id for r in recipients.values()}, cats.values())
+        needs_push = {recipients[s.recipient.external_id].id for s in specs if Channel.PUSH in s.channels}
+        with_push = set(
+            PushSubscription.objects.filter(recipient_id__in=needs_push).values_list(
+                "recipient_id", flat=True
+            )
+        )
+        notifications: list[Notification] = []
+        deliveries: list[Delivery] = []
+        for spec in specs:
+            recipient = recipients[spec.recipient.external_id]
+            category = cats[spec.category]
+            notification = Notification(
+                recipient=recipient,
+                category=category.key,
+                template_key=spec.template_key,
+                locale=spec.locale,
+                priority=spec.priority,
+                channels=list(spec.channels),
+                subject=spec.subject,
+                body=spec.body,
+                data=spec.data,
+                broadcast=broadcast,
+            )
+            notifications.append(notification)
+            links = recipient_links(recipient, category)
+            for channel in spec.channels:
+                deliveries.append(
+                    _delivery(notification, recipient, category, channel, spec, links, opted_out, with_push)
+                )
+        Notification.objects.bulk_create(notifications)
+        statuses: dict[uuid.UUID, list[str]] = {}
+        for d in deliveries:
+            statuses.setdefault(d.notification.id, []).append(d.status)
+        for n in notifications:  # what the API answers right away
+            n.initial_status = Notification.summarize(statuses.get(n.id, []))
+        Delivery.objects.bulk_create(deliveries)
+        now = timezone.now()
+        DeliveryEvent.objects.bulk_create(
+            DeliveryEvent(delivery_id=d.id, status=d.status, detail=d.last_error, created_at=now)
+            for d in deliveries
+        )
+        by_priority: dict[str, list[str]] = {}
+        for d in deliveries:
+            if d.status == DeliveryStatus.QUEUED:
+                by_priority.setdefault(d.notification.priority, []).append(str(d.id))
+        if by_priority:
+            schema = current_schema()  # publish for this tenant, whatever is current at commit time
+            transaction.on_commit(lambda: enqueue_all(by_priority, schema=schema))
+    return notifications
+
+
+def _delivery(
+    notification: Notification,
+    recipient: Recipient,
+    category: Category,
+    channel: str,
+    spec: NotificationSpec,
+    links: dict[str, str],
+    opted_out: set[tuple[uuid.UUID, int, str]],
+    with_push: set[uuid.UUID],
+) -> Delivery:
+    status, reason, content = DeliveryStatus.QUEUED, "", {}
+    if (recipient.id, category.pk, channel) in opted_out:
+        status, reason = DeliveryStatus.SUPPRESSED, f"recipient opted out of {category.key!r} on {channel}"
+    elif channel == Channel.PUSH and recipient.id not in with_push:
+        status, reason = DeliveryStatus.SUPPRESSED, "recipient has no push subscription"
+    elif not _address(recipient, channel):
+        status, reason = (
+            DeliveryStatus.FAILED,
+            f"recipient has no {ADDRESS_FIELD[channel]} for the {channel} channel",
+        )
+    try:
+        content = render_content(channel, spec.sources[channel], spec.data, links)
+    except ComposeError as exc:
+        if status == DeliveryStatus.QUEUED:
+            status, reason = DeliveryStatus.FAILED, f"{exc.field}: {exc.message}"
+    if channel == Channel.EMAIL and not category.required:
+        content["list_unsubscribe"] = links["unsubscribe_url"]
+    return Delivery(
+        notification=notification,
+        channel=channel,
+        address=_address(recipient, channel),
+        status=status,
+        last_error=reason,
+        content=content,
+    )
+
+
+ADDRESS_FIELD: dict[str, str] = {"email": "email", "sms": "phone", "push": "id", "in_app": "id"}
+
+
+def _opted_out(recipient_ids: set[uuid.UUID], cats: Iterable[Category]) -> set[tuple[uuid.UUID, int, str]]:
+    optional = [c.pk for c in cats if not c.required]
+    if not optional or not recipient_ids:
+        return set()
+    rows = Preference.objects.filter(recipient_id__in=recipient_ids, category_id__in=optional, enabled=False)
+    return set(rows.values_list("recipient_id", "category_id", "channel"))
 
 
 def recipient_links(recipient: Recipient, category: Category) -> dict[str, str]:
@@ -136,16 +200,45 @@ def recipient_links(recipient: Recipient, category: Category) -> dict[str, str]:
 
 
 def upsert_recipient(spec: RecipientSpec) -> Recipient:
-    """Insert or update by external_id in one statement (safe under concurrent requests)."""
-    given = {f: value for f in ("email", "phone", "locale") if (value := getattr(spec, f)) is not None}
-    Recipient.objects.bulk_create(
-        [Recipient(external_id=spec.external_id, updated_at=timezone.now(), **given)],
-        update_conflicts=True,
-        unique_fields=["external_id"],
-        update_fields=["updated_at", *given],
-    )
-    # The object passed in keeps its own new id even when the row existed: read the real one.
-    return Recipient.objects.get(external_id=spec.external_id)
+    return upsert_recipients([spec])[spec.external_id]
+
+
+_UPSERT_SQL = """
+    INSERT INTO {table} (id, external_id, email, phone, locale, created_at, updated_at) VALUES %s
+    ON CONFLICT (external_id) DO UPDATE SET
+        email = CASE WHEN EXCLUDED.email <> '' THEN EXCLUDED.email ELSE {table}.email END,
+        phone = CASE WHEN EXCLUDED.phone <> '' THEN EXCLUDED.phone ELSE {table}.phone END,
+        locale = CASE WHEN EXCLUDED.locale <> '' THEN EXCLUDED.locale ELSE {table}.locale END,
+        updated_at = EXCLUDED.updated_at
+    RETURNING id, external_id, email, phone, locale
+"""
+
+
+def upsert_recipients(specs: Sequence[RecipientSpec]) -> dict[str, Recipient]:
+    """Insert or update recipients by external_id in one statement (safe under concurrency).
+
+    A field not given keeps its stored value. The same external_id twice: the later wins.
+    """
+    merged: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        row = merged.setdefault(spec.external_id, {"email": "", "phone": "", "locale": ""})
+        for name in ("email", "phone", "locale"):
+            if value := getattr(spec, name):
+                row[name] = value
+    now = timezone.now()
+    values = [
+        (uuid.uuid4(), external_id, f["email"], f["phone"], f["locale"], now, now)
+        for external_id, f in merged.items()
+    ]
+    table = connection.ops.quote_name(Recipient._meta.db_table)
+    with connection.cursor() as cursor:
+        rows = execute_values(
+            cursor.cursor, _UPSERT_SQL.format(table=table), values, page_size=1000, fetch=True
+        )
+    return {
+        external_id: Recipient(id=rid, external_id=external_id, email=email, phone=phone, locale=locale)
+        for rid, external_id, email, phone, locale in rows
+    }
 
 
 def _address(recipient: Recipient, channel: str) -> str:
@@ -154,6 +247,13 @@ def _address(recipient: Recipient, channel: str) -> str:
     if channel == Channel.SMS:
         return recipient.phone
     return str(recipient.id)
+
+
+def enqueue_all(by_priority: Mapping[str, list[str]], *, schema: str | None = None, batch: int = 100) -> None:
+    """Enqueue many deliveries, `batch` ids per message (never a message per delivery)."""
+    for priority, ids in by_priority.items():
+        for start in range(0, len(ids), batch):
+            enqueue(ids[start : start + batch], priority, schema=schema)
 
 
 def enqueue(

@@ -67,8 +67,52 @@ def channel_unavailable(channel: str) -> str | None:
     return None
 
 
-class NotificationCreate(serializers.Serializer[Any]):
-    recipient = RecipientInput()
+class Lookups:
+    """What validation reads from the database, read once per request (a batch has 1,000 items)."""
+
+    def __init__(self) -> None:
+        self._stored: dict[str, dict[str, str]] = {}
+        self._templates: dict[str, Template | None] = {}
+        self._channels: dict[str, str | None] = {}
+
+    def prefetch_recipients(self, external_ids: list[str]) -> None:
+        rows = Recipient.objects.filter(external_id__in=external_ids).values(
+            "external_id", "email", "phone", "locale"
+        )
+        for row in rows:
+            self._stored[row["external_id"]] = {k: str(row[k]) for k in ("email", "phone", "locale")}
+        for external_id in external_ids:
+            self._stored.setdefault(external_id, dict.fromkeys(("email", "phone", "locale"), ""))
+
+    def stored(self, external_id: str) -> dict[str, str]:
+        if external_id not in self._stored:
+            self.prefetch_recipients([external_id])
+        return self._stored[external_id]
+
+    def template(self, key: str) -> Template | None:
+        if key not in self._templates:
+            self._templates[key] = Template.objects.prefetch_related("variants").filter(key=key).first()
+        return self._templates[key]
+
+    def channel_problem(self, channel: str) -> str | None:
+        if channel not in self._channels:
+            self._channels[channel] = channel_unavailable(channel)
+        return self._channels[channel]
+
+
+def lookups_of(serializer: serializers.Serializer[Any]) -> Lookups:
+    lookups = serializer.context.get("lookups")
+    if lookups is None:
+        # Per serializer when nobody shares one (DRF's context is read-only for us).
+        lookups = getattr(serializer, "_herald_lookups", None) or Lookups()
+        serializer._herald_lookups = lookups  # type: ignore[attr-defined]
+    assert isinstance(lookups, Lookups)
+    return lookups
+
+
+class MessageFields(serializers.Serializer[Any]):
+    """What a notification says, on which channels: shared by notifications and broadcasts."""
+
     channels = serializers.ListField(child=ChannelField(), allow_empty=False, max_length=len(Channel.values))
     template = serializers.SlugField(required=False, max_length=64, help_text="Key of a stored template.")
     subject = serializers.CharField(
@@ -97,46 +141,28 @@ class NotificationCreate(serializers.Serializer[Any]):
         duplicates = sorted({c for c in channels if channels.count(c) > 1})
         if duplicates:
             raise serializers.ValidationError(f"channel listed more than once: {', '.join(duplicates)}")
-        problems = [p for c in channels if (p := channel_unavailable(c))]
+        problems = [p for c in channels if (p := lookups_of(self).channel_problem(c))]
         if problems:
             raise serializers.ValidationError(problems)
         return channels
 
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+    def validate_message(self, attrs: dict[str, Any], locale: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Resolve the template, render every channel once with `data`; errors name the field."""
         errors: dict[str, Any] = {}
-        recipient = attrs["recipient"]
-        channels: list[str] = attrs["channels"]
-        # A recipient Herald knows may be addressed by external_id alone.
-        found = Recipient.objects.filter(external_id=recipient["external_id"]).values(
-            "email", "phone", "locale"
-        )
-        row = found.first()
-        stored = (
-            {k: str(row[k]) for k in ("email", "phone", "locale")}
-            if row
-            else dict.fromkeys(("email", "phone", "locale"), "")
-        )
-        needs: tuple[tuple[str, str], ...] = ((Channel.EMAIL.value, "email"), (Channel.SMS.value, "phone"))
-        for channel, field in needs:
-            if channel in channels and not (recipient.get(field) or stored[field]):
-                errors.setdefault("recipient", {})[field] = [
-                    f"required for the {channel} channel (none given, none stored for this recipient)"
-                ]
         template = None
         if attrs.get("template"):
-            template = Template.objects.prefetch_related("variants").filter(key=attrs["template"]).first()
+            template = lookups_of(self).template(attrs["template"])
             if template is None:
                 errors["template"] = [f"no template with key {attrs['template']!r}"]
         elif not attrs.get("body") and not attrs.get("subject"):
             errors["body"] = ["give a body (or a template)"]
         if errors:
             raise serializers.ValidationError(errors)
-
-        attrs["effective_locale"] = attrs.get("locale") or recipient.get("locale") or stored["locale"] or ""
-        sources = self._sources(attrs, template, channels, attrs["effective_locale"])
+        attrs["effective_locale"] = locale
+        sources = self._sources(attrs, template, attrs["channels"], locale)
         for channel_name, source in sources.items():
             try:
-                render_content(channel_name, source, attrs["data"], placeholder_links())
+                render_content(channel_name, source, data, placeholder_links())
             except ComposeError as exc:
                 errors.setdefault(exc.field, []).append(exc.message)
         if errors:
@@ -157,25 +183,51 @@ class NotificationCreate(serializers.Serializer[Any]):
         except ComposeError as exc:
             raise serializers.ValidationError({exc.field: [exc.message]}) from None
 
-    def to_spec(self) -> NotificationSpec:
+    def spec_for(self, recipient: RecipientSpec, data: dict[str, Any] | None = None) -> NotificationSpec:
         v = self.validated_data
-        r = v["recipient"]
         return NotificationSpec(
-            recipient=RecipientSpec(
-                external_id=r["external_id"],
-                email=r.get("email"),
-                phone=r.get("phone"),
-                locale=r.get("locale"),
-            ),
+            recipient=recipient,
             channels=v["channels"],
             sources=v["sources"],
-            data=v["data"],
+            data=v["data"] if data is None else data,
             priority=v["priority"],
             category=v["category"],
             template_key=v.get("template", ""),
             locale=v["effective_locale"],
             subject=v["subject"],
             body=v["body"],
+        )
+
+
+class NotificationCreate(MessageFields):
+    recipient = RecipientInput()
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        errors: dict[str, Any] = {}
+        recipient = attrs["recipient"]
+        channels: list[str] = attrs["channels"]
+        # A recipient Herald knows may be addressed by external_id alone.
+        stored = lookups_of(self).stored(recipient["external_id"])
+        needs: tuple[tuple[str, str], ...] = ((Channel.EMAIL.value, "email"), (Channel.SMS.value, "phone"))
+        for channel, field in needs:
+            if channel in channels and not (recipient.get(field) or stored[field]):
+                errors.setdefault("recipient", {})[field] = [
+                    f"required for the {channel} channel (none given, none stored for this recipient)"
+                ]
+        if errors:
+            raise serializers.ValidationError(errors)
+        locale = attrs.get("locale") or recipient.get("locale") or stored["locale"] or ""
+        return self.validate_message(attrs, locale, attrs["data"])
+
+    def to_spec(self) -> NotificationSpec:
+        r = self.validated_data["recipient"]
+        return self.spec_for(
+            RecipientSpec(
+                external_id=r["external_id"],
+                email=r.get("email"),
+                phone=r.get("phone"),
+                locale=r.get("locale"),
+            )
         )
 
 

@@ -46,7 +46,7 @@ class NotificationListCreate(generics.ListAPIView[Notification]):
         notification = pipeline.accept(serializer.to_spec())
         url = reverse("notification-detail", kwargs={"pk": notification.id})
         return Response(
-            {"id": str(notification.id), "status": "queued", "url": url},
+            {"id": str(notification.id), "status": notification.initial_status, "url": url},
             status=status.HTTP_202_ACCEPTED,
             headers={"Location": url},
         )

@@ -22,17 +22,6 @@ def category(key: str) -> Category:
         return Category.objects.get(key=key)
 
 
-def opted_out_channels(recipient: Recipient, category: Category) -> set[str]:
-    """Channels on which the recipient turned this category off (none for a required category)."""
-    if category.required:
-        return set()
-    return set(
-        Preference.objects.filter(recipient=recipient, category=category, enabled=False).values_list(
-            "channel", flat=True
-        )
-    )
-
-
 def set_preferences(recipient: Recipient, category: Category, choices: dict[str, bool]) -> None:
     """Record the recipient's choice per channel for a category (upserts, one row per channel)."""
     now = timezone.now()

