@@ -148,7 +148,8 @@ def outgoing(delivery: Delivery) -> OutgoingMessage:
         html=content.get("html", ""),
         priority=notification.priority,
         headers=headers,
-        data={"url": content.get("url", ""), **(notification.data or {})},
+        # The rendered url wins over a `url` key in the request's data.
+        data={**(notification.data or {}), "url": content.get("url", "")},
     )
 
 

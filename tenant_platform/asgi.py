@@ -10,7 +10,7 @@ WEB_THREADS x processes. WebSockets (the live console) are added here by the Cha
 import os
 
 from a2wsgi import WSGIMiddleware
-from channels.routing import ProtocolTypeRouter
+from channels.routing import ProtocolTypeRouter, URLRouter
 from django.core.wsgi import get_wsgi_application
 
 # Production unless told otherwise: `make run` and the tests name their settings explicitly.
@@ -18,8 +18,18 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tenant_platform.settings.produc
 
 _wsgi = get_wsgi_application()
 
+# Imported once Django is set up: the consumers import models.
+from notifications.realtime import redact_tokens_in_server_logs  # noqa: E402
+from notifications.realtime.middleware import TenantFromHostMiddleware  # noqa: E402
+from notifications.realtime.routing import websocket_urlpatterns  # noqa: E402
+
+# Recipient tokens ride in WebSocket (and feed page) query strings; the server must not log them.
+redact_tokens_in_server_logs()
+
 application = ProtocolTypeRouter(
     {
         "http": WSGIMiddleware(_wsgi, workers=int(os.environ.get("WEB_THREADS", "8"))),  # type: ignore[arg-type]
+        # The tenant comes from the Host header, as for HTTP; each consumer checks its own token.
+        "websocket": TenantFromHostMiddleware(URLRouter(websocket_urlpatterns)),
     }
 )

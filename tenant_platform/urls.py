@@ -13,8 +13,10 @@ def health(request: HttpRequest) -> JsonResponse:
 
 urlpatterns = [
     path("api/v1/", include("notifications.api.urls")),
-    path("console/", include("notifications.console.urls")),
+    path("api/v1/", include("notifications.feed.api_urls")),
+    path("u/feed/", include("notifications.feed.urls")),
     path("u/push/", include("notifications.push.urls")),
+    path("console/", include("notifications.console.urls")),
     path("u/", include("notifications.preferences.urls")),
     path("hooks/", include("notifications.hooks.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -124,7 +124,9 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        # The layer blocks 5 s per Redis read and redis-py 8 times reads out after 5 s by default:
+        # without a longer timeout every idle WebSocket is dropped after about 5 s.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
     }
 }
 
@@ -219,6 +221,11 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "tenant_platform.api_errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # The per-key request limit, then the Idempotency-Key hook (last: it needs the others passed).
+    "DEFAULT_THROTTLE_CLASSES": [
+        "notifications.api.throttling.ApiKeyRateThrottle",
+        "notifications.api.idempotency.IdempotencyGate",
+    ],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Herald API",
@@ -231,6 +238,17 @@ SPECTACULAR_SETTINGS = {
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
 }
+
+# --- Rate limits and idempotency ----------------------------------------------------------
+# Requests per API key (GCRA): `rate` per second sustained, `burst` at once. 429 beyond it.
+API_RATE_LIMIT = {
+    "rate": env.float("API_RATE_LIMIT_RATE", default=100.0),
+    "burst": env.int("API_RATE_LIMIT_BURST", default=200),
+}
+# How long an Idempotency-Key's answer is replayed (seconds), and how long a request holds its
+# key while running (past that a crashed request's key is free again).
+IDEMPOTENCY_TTL = env.int("IDEMPOTENCY_TTL", default=24 * 3600)
+IDEMPOTENCY_CLAIM_TTL = env.int("IDEMPOTENCY_CLAIM_TTL", default=120)
 
 # --- Static files, i18n -------------------------------------------------------------------
 STATIC_URL = "/static/"

@@ -12,7 +12,7 @@ DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DB_NAME", default="test_he
 # Redis database 15 keeps test queues and caches apart from a dev stack on the same server.
 REDIS_URL = env.str("TEST_REDIS_URL", default="redis://127.0.0.1:6379/15")
 CACHES["default"]["LOCATION"] = REDIS_URL  # noqa: F405
-CHANNEL_LAYERS["default"]["CONFIG"] = {"hosts": [REDIS_URL]}  # noqa: F405
+CHANNEL_LAYERS["default"]["CONFIG"] = {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]}  # noqa: F405
 CELERY_BROKER_URL = env.str("TEST_CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_RESULT_BACKEND = REDIS_URL
 TENANT_CACHE_CHECK_INTERVAL = 0.0
