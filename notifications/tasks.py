@@ -18,10 +18,12 @@ from typing import Any
 from celery import shared_task
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from . import health
+from tenants.schemas import current_schema, current_tenant
+
+from . import health, ratelimit
 from .models import AttemptOutcome, Channel, Delivery, DeliveryAttempt, DeliveryStatus
 from .pipeline import enqueue, record_events, transition
 from .providers.base import Outcome, OutgoingMessage
@@ -80,12 +82,48 @@ def claim(delivery_ids: Sequence[str]) -> list[Delivery]:
     soft_time_limit=120,
     time_limit=150,
 )
-def send_deliveries(self: Any, delivery_ids: list[str]) -> None:
+def send_deliveries(self: Any, delivery_ids: list[str], reserved: bool = False) -> None:
+    """Send these deliveries, after waiting for the tenant's rate limit if it asks to.
+
+    Over the limit the message is published again to run when the reserved turn comes
+    (`reserved=True`: the turn is already taken); it is never dropped and never spins.
+    """
+    if not reserved:
+        delay = rate_limit_delay(delivery_ids)
+        if delay > RATE_LIMIT_SLACK:
+            queue = (self.request.delivery_info or {}).get("routing_key") or "default"
+            self.apply_async(args=(delivery_ids,), kwargs={"reserved": True}, countdown=delay, queue=queue)
+            return
     by_channel: dict[str, list[Delivery]] = defaultdict(list)
     for delivery in claim(delivery_ids):
         by_channel[delivery.channel].append(delivery)
     for channel, deliveries in by_channel.items():
         send_channel(channel, deliveries)
+
+
+RATE_LIMIT_SLACK = 0.05  # seconds: closer than this to its turn, a batch just goes
+
+
+def send_limit(channel: str) -> tuple[float, int]:
+    """(rate per second, burst) for the current tenant on `channel`."""
+    tenant = current_tenant()
+    own = (getattr(tenant, "rate_limits", None) or {}).get(channel) or {}
+    default = settings.SEND_RATE_LIMITS.get(channel, {"rate": 100.0, "burst": 100})
+    return float(own.get("rate", default["rate"])), int(own.get("burst", default["burst"]))
+
+
+def rate_limit_delay(delivery_ids: list[str]) -> float:
+    """Reserve this batch's sends in the tenant's per-channel limits; seconds until they are due."""
+    counts = (
+        Delivery.objects.filter(id__in=delivery_ids, status=DeliveryStatus.QUEUED)
+        .values_list("channel")
+        .annotate(n=Count("id"))
+    )
+    delay = 0.0
+    for channel, n in counts:
+        rate, burst = send_limit(channel)
+        delay = max(delay, ratelimit.reserve(f"send:{current_schema()}:{channel}", rate, burst, cost=n))
+    return delay
 
 
 def send_channel(channel: str, deliveries: list[Delivery]) -> None:
@@ -222,8 +260,15 @@ def schedule_retries(retry: list[tuple[Delivery, float]]) -> None:
 
 # --- recovery -----------------------------------------------------------------------------------
 
-QUEUED_GRACE = timedelta(seconds=60)  # a queued delivery nobody picked up in this long is orphaned
-SENDING_TIMEOUT = timedelta(seconds=300)  # well past the send task's hard time limit (150 s)
+
+def _sweep_limits() -> tuple[timedelta, timedelta]:
+    """(queued grace, sending timeout): a queued delivery nobody picked up in the first is
+    orphaned; one in `sending` longer than the second (well past the send task's hard time
+    limit of 150 s) lost its worker."""
+    return (
+        timedelta(seconds=settings.SWEEP_QUEUED_AFTER),
+        timedelta(seconds=settings.SWEEP_SENDING_AFTER),
+    )
 
 
 @shared_task(
@@ -238,15 +283,16 @@ def sweep_stuck_deliveries() -> dict[str, int]:
     worker died, so it is sent again (email carries the same Message-ID).
     """
     now = timezone.now()
-    stuck = Delivery.objects.filter(status=DeliveryStatus.SENDING, updated_at__lt=now - SENDING_TIMEOUT)
+    queued_grace, sending_timeout = _sweep_limits()
+    stuck = Delivery.objects.filter(status=DeliveryStatus.SENDING, updated_at__lt=now - sending_timeout)
     revived = [
         delivery_id
         for delivery_id in stuck.values_list("id", flat=True)[:10_000]
         if transition(delivery_id, DeliveryStatus.QUEUED, "its worker stopped answering; sending again")
     ]
     due = (
-        Delivery.objects.filter(status=DeliveryStatus.QUEUED, updated_at__lt=now - QUEUED_GRACE)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=now - QUEUED_GRACE))
+        Delivery.objects.filter(status=DeliveryStatus.QUEUED, updated_at__lt=now - queued_grace)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=now - queued_grace))
         .order_by("updated_at")
     )
     rows = list(due.values_list("id", "notification__priority")[:10_000])

@@ -16,6 +16,8 @@ class Tenant(TenantMixin):  # type: ignore[misc]  # django-tenants ships no type
     slug = models.SlugField(max_length=40, unique=True)
     name = models.CharField(max_length=200)
     is_active = models.BooleanField(default=True)
+    # Per channel {"email": {"rate": 50, "burst": 50}}: overrides the platform's SEND_RATE_LIMITS.
+    rate_limits = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     auto_create_schema = True

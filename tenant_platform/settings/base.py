@@ -173,6 +173,10 @@ CELERY_BEAT_SCHEDULE = {
         "kwargs": {"queue": "high"},
     },
 }
+# The sweeper re-enqueues deliveries queued this long without a worker taking them, and
+# those in `sending` this long (their worker died): seconds.
+SWEEP_QUEUED_AFTER = env.int("SWEEP_QUEUED_AFTER", default=60)
+SWEEP_SENDING_AFTER = env.int("SWEEP_SENDING_AFTER", default=300)
 # Key for the HMAC over each task message's tenant header. Derived from SECRET_KEY unless set.
 TASK_SIGNING_KEY = secret("TASK_SIGNING_KEY", default="")
 # How often a worker process checks whether cached tenants changed (seconds).
@@ -240,6 +244,14 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Rate limits and idempotency ----------------------------------------------------------
+# Sends per tenant and channel (messages per second, burst); a tenant's own `rate_limits`
+# override these. Over the limit, sends wait for their turn (never dropped).
+SEND_RATE_LIMITS = {
+    "email": {"rate": env.float("SEND_RATE_EMAIL", default=500.0), "burst": 500},
+    "sms": {"rate": env.float("SEND_RATE_SMS", default=50.0), "burst": 50},
+    "push": {"rate": env.float("SEND_RATE_PUSH", default=500.0), "burst": 500},
+    "in_app": {"rate": env.float("SEND_RATE_IN_APP", default=2000.0), "burst": 2000},
+}
 # Requests per API key (GCRA): `rate` per second sustained, `burst` at once. 429 beyond it.
 API_RATE_LIMIT = {
     "rate": env.float("API_RATE_LIMIT_RATE", default=100.0),

@@ -4,6 +4,7 @@
 next `times` times, so tests can drive transient and permanent failures.
 """
 
+import asyncio
 import email
 import email.message
 import email.policy
@@ -32,6 +33,7 @@ class _Rule:
 class RecordingHandler:
     messages: list[Received] = field(default_factory=list)
     rules: dict[str, _Rule] = field(default_factory=dict)
+    stalls: dict[str, _Rule] = field(default_factory=dict)  # code holds the seconds to hang
     lock: threading.Lock = field(default_factory=threading.Lock)
     rcpt_attempts: dict[str, int] = field(default_factory=dict)
 
@@ -40,6 +42,14 @@ class RecordingHandler:
     ) -> str:
         with self.lock:
             self.rcpt_attempts[address] = self.rcpt_attempts.get(address, 0) + 1
+            stall = self.stalls.get(address)
+            if stall and stall.times > 0:
+                stall.times -= 1
+            else:
+                stall = None
+        if stall is not None:
+            await asyncio.sleep(stall.code)  # a server that hangs mid-conversation
+        with self.lock:
             rule = self.rules.get(address)
             if rule and rule.times > 0:
                 rule.times -= 1
@@ -83,6 +93,11 @@ class FakeSmtpServer:
     def fail(self, address: str, code: int, times: int = 1) -> None:
         with self.handler.lock:
             self.handler.rules[address] = _Rule(code, times)
+
+    def stall(self, address: str, seconds: int, times: int = 1) -> None:
+        """Hang for `seconds` on RCPT TO for `address`, the next `times` times."""
+        with self.handler.lock:
+            self.handler.stalls[address] = _Rule(seconds, times)
 
     def messages_to(self, address: str) -> list[email.message.EmailMessage]:
         with self.handler.lock:

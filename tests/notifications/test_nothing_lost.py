@@ -1,0 +1,198 @@
+"""Nothing lost, nothing twice: a broker outage during a POST and a worker killed mid-send.
+
+Both end with the delivery sent exactly once. The database is the truth: the API writes rows
+before it publishes, the sweeper re-enqueues what no worker took (or what a dead worker held),
+and a send claims its delivery first, so a redelivered message sends nothing.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import requests
+from django.utils import timezone
+from django_tenants.utils import schema_context
+from kombu import Connection
+
+from notifications.models import Delivery, DeliveryStatus, Notification, Recipient
+from notifications.tasks import send_deliveries, sweep_stuck_deliveries
+from tests.conftest import Personas, Process, celery_bin, service_env, wait_until
+from tests.fakes.smtp_server import FakeSmtpServer, free_port
+
+pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("live_db")]
+
+
+class Broker:
+    """A Redis server of the test's own, so it can be stopped without touching anything else."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "Broker":
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_until(lambda: _port_open(self.port), timeout=10)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    b = Broker().start()
+    yield b
+    b.stop()
+
+
+def delivered(personas: Personas, delivery_id: str) -> Delivery:
+    def sent() -> Delivery | None:
+        with schema_context("alpha"):
+            d = Delivery.objects.get(id=delivery_id)
+        return d if d.status == DeliveryStatus.SENT else None
+
+    result: Delivery = wait_until(sent, timeout=40, interval=0.3)
+    return result
+
+
+def test_a_post_during_a_broker_outage_is_accepted_and_delivered_once_afterwards(
+    worker: Process, smtp_server: FakeSmtpServer, personas: Personas, broker: Broker, settings: Any
+) -> None:
+    port = free_port()
+    web = Process(
+        "web-broker-outage",
+        [
+            str(Path(sys.executable).parent / "uvicorn"),
+            "tenant_platform.asgi:application",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        service_env(smtp_server.url, TEST_CELERY_BROKER_URL=broker.url),
+    )
+    try:
+        wait_until(lambda: _port_open(port), timeout=30)
+        broker.stop()  # the web process's broker goes away
+        address = f"outage-{uuid.uuid4().hex[:8]}@example.com"
+        body = {
+            "recipient": {"external_id": f"u-{uuid.uuid4()}", "email": address},
+            "channels": ["email"],
+            "subject": "Still here",
+            "body": "Hi",
+        }
+        response = requests.post(
+            f"http://127.0.0.1:{port}/api/v1/notifications",
+            data=json.dumps(body),
+            timeout=30,
+            headers={
+                "Host": "alpha.localhost",
+                "Authorization": f"Bearer {personas.alpha.api_key}",
+                "Content-Type": "application/json",
+            },
+        )
+        assert response.status_code == 202, response.text
+        assert "could not enqueue" in web.log()
+        notification_id = response.json()["id"]
+    finally:
+        web.stop()
+    with schema_context("alpha"):
+        (delivery,) = Delivery.objects.filter(notification_id=notification_id)
+        assert delivery.status == DeliveryStatus.QUEUED  # written, waiting, not lost
+        # The broker is back (beat runs the sweeper every 30 s; here it runs now, with no grace).
+        settings.SWEEP_QUEUED_AFTER = 0
+        assert sweep_stuck_deliveries()["enqueued"] >= 1
+    delivered(personas, str(delivery.id))
+    assert len(smtp_server.messages_to(address)) == 1
+
+
+def test_a_worker_killed_mid_send_leaves_the_delivery_to_be_sent_once(
+    worker: Process, smtp_server: FakeSmtpServer, personas: Personas, broker: Broker, settings: Any
+) -> None:
+    address = f"killed-{uuid.uuid4().hex[:8]}@example.com"
+    with schema_context("alpha"):
+        recipient = Recipient.objects.create(external_id=f"u-{uuid.uuid4()}", email=address)
+        notification = Notification.objects.create(
+            recipient=recipient, channels=["email"], subject="S", body="B"
+        )
+        delivery = Delivery.objects.create(
+            notification=notification, channel="email", address=address, content={"subject": "S", "text": "B"}
+        )
+    smtp_server.stall(address, seconds=60)  # the first conversation hangs at RCPT TO
+    doomed = Process(
+        "worker-doomed",
+        [
+            celery_bin(),
+            "-A",
+            "tenant_platform",
+            "worker",
+            "-Q",
+            "default",
+            "-c",
+            "1",
+            "-l",
+            "info",
+            "-n",
+            f"doomed-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        service_env(smtp_server.url, TEST_CELERY_BROKER_URL=broker.url),
+    )
+    try:
+        doomed.wait_for_log("ready.", timeout=60)
+        with Connection(broker.url) as conn, schema_context("alpha"):
+            # celery-types lacks apply_async's `connection` option, which Celery accepts.
+            send_deliveries.apply_async(args=([str(delivery.id)],), connection=conn, queue="default")  # type: ignore[call-arg]
+        wait_until(lambda: smtp_server.attempts_for(address) == 1, timeout=30)
+        (child,) = psutil.Process(doomed.proc.pid).children()
+        child.send_signal(signal.SIGKILL)  # mid-send: the mail was never completed
+        doomed.wait_for_log("SIGKILL", timeout=30)
+        # The message comes back (acks_late + reject_on_worker_lost) and finds nothing to claim.
+        doomed.wait_for_log("succeeded", timeout=30)
+    finally:
+        doomed.stop()
+    with schema_context("alpha"):
+        assert Delivery.objects.get(id=delivery.id).status == DeliveryStatus.SENDING
+        settings.SWEEP_SENDING_AFTER = 0
+        Delivery.objects.filter(id=delivery.id).update(updated_at=timezone.now() - timedelta(seconds=1))
+        assert sweep_stuck_deliveries()["revived_from_sending"] >= 1
+    sent = delivered(personas, str(delivery.id))
+    assert sent.attempts == 2
+    assert len(smtp_server.messages_to(address)) == 1
