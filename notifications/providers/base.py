@@ -19,6 +19,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 from tenants.crypto import mask
@@ -157,6 +159,25 @@ class Provider(ABC):
     @classmethod
     def masked(cls, secrets: Mapping[str, str]) -> dict[str, str]:
         return {k: mask(str(v)) for k, v in secrets.items()}
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """A Retry-After header as seconds from now (RFC 9110: delay-seconds or an HTTP date);
+    None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _ms_since(started: float) -> int:

@@ -13,14 +13,11 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
-from django.utils import timezone
 from twilio.base.exceptions import (
     TwilioException,
     TwilioRestException,
@@ -30,7 +27,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from ..links import tenant_url
-from .base import OutgoingMessage, ProviderError, SmsProvider
+from .base import OutgoingMessage, ProviderError, SmsProvider, parse_retry_after
 
 TIMEOUT = 15.0  # seconds per API call
 
@@ -165,21 +162,3 @@ def _error_text(exc: Any) -> str:
     if sep and prefix.startswith("Unable to"):
         msg = rest
     return msg or "error"
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds (RFC 9110: delay-seconds or an HTTP date); None when absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # an HTTP date is GMT
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - timezone.now()).total_seconds())

@@ -8,12 +8,10 @@ transient -- a retry then only reaches the subscriptions that are left, and none
 """
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import ClassVar
 from urllib.parse import urlsplit
 
@@ -25,7 +23,7 @@ from pywebpush import WebPushException, webpush
 
 from ..models import PushSubscription
 from ..push.keys import VapidKeys, current_keys, default_subject
-from .base import OutgoingMessage, ProviderError, PushProvider
+from .base import OutgoingMessage, ProviderError, PushProvider, parse_retry_after
 
 # Priority -> (Urgency header, TTL seconds). Urgency (RFC 8030 5.3) lets a device on battery hold
 # back low-urgency pushes; TTL is how long the push service keeps a message for an offline
@@ -221,7 +219,7 @@ class WebPushProvider(PushProvider):
                 ProviderError(
                     f"push service rate-limited us ({answer})",
                     permanent=False,
-                    retry_after=retry_after_seconds(exc.retry_after),
+                    retry_after=parse_retry_after(exc.retry_after),
                 )
             )
         elif status >= 500:
@@ -230,19 +228,3 @@ class WebPushProvider(PushProvider):
             result.permanent.append(
                 ProviderError(f"push service refused the message ({answer})", permanent=True)
             )
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds from now: either a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

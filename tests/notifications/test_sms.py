@@ -38,8 +38,8 @@ from notifications.models import (
     Recipient,
 )
 from notifications.providers import registry
-from notifications.providers.base import Outcome, OutgoingMessage
-from notifications.providers.twilio_sms import TwilioSmsProvider, parse_retry_after, rewrite_twilio_url
+from notifications.providers.base import Outcome, OutgoingMessage, parse_retry_after
+from notifications.providers.twilio_sms import TwilioSmsProvider, rewrite_twilio_url
 from tenants.crypto import encrypt_json
 from tests.conftest import REPO, Persona, Personas, Process, wait_until
 from tests.fakes.smtp_server import free_port
