@@ -17,9 +17,10 @@ request, so we bound the cost ourselves:
 
 import contextvars
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, filters, nodes
+from jinja2 import StrictUndefined, Template, TemplateError, filters, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
@@ -190,12 +191,18 @@ _env.filters["replace"] = _bounded_replace
 del _env.filters["format"]  # printf-style widths can allocate without limit
 
 
+@lru_cache(maxsize=2048)
+def _compiled(source: str) -> Template:
+    # Compiling is most of a render's cost, and the same texts come back (a broadcast, a template).
+    return _env.from_string(source)
+
+
 def render(source: str, data: dict[str, Any]) -> str:
     token = _budget.set([MAX_OPERATIONS])
     try:
         chunks: list[str] = []
         size = 0
-        for chunk in _env.from_string(source).generate(data):
+        for chunk in _compiled(source).generate(data):
             size += len(chunk)
             if size > MAX_OUTPUT:
                 raise RenderError(f"output is longer than {MAX_OUTPUT} characters")
