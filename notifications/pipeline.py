@@ -294,9 +294,12 @@ ALLOWED_FROM: dict[str, frozenset[str]] = {
     DeliveryStatus.SENDING: frozenset({DeliveryStatus.QUEUED}),
     DeliveryStatus.QUEUED: frozenset({DeliveryStatus.SENDING}),
     DeliveryStatus.SENT: frozenset({DeliveryStatus.SENDING}),
-    DeliveryStatus.DELIVERED: frozenset({DeliveryStatus.SENT}),
+    # From sending too: a provider's report can arrive before the worker has recorded `sent`.
+    DeliveryStatus.DELIVERED: frozenset({DeliveryStatus.SENDING, DeliveryStatus.SENT}),
     DeliveryStatus.FAILED: frozenset({DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.SENT}),
-    DeliveryStatus.BOUNCED: frozenset({DeliveryStatus.SENT, DeliveryStatus.DELIVERED}),
+    DeliveryStatus.BOUNCED: frozenset(
+        {DeliveryStatus.SENDING, DeliveryStatus.SENT, DeliveryStatus.DELIVERED}
+    ),
     DeliveryStatus.SUPPRESSED: frozenset({DeliveryStatus.QUEUED}),
 }
 

@@ -84,9 +84,10 @@ def status_callback(request: HttpRequest, delivery_id: str) -> JsonResponse:
     def answer(result: str, **more: Any) -> JsonResponse:
         return JsonResponse({"delivery": str(delivery.id), "result": result, **more})
 
-    if delivery.provider_message_id != message_sid:
-        # Not (yet) the message we recorded for this delivery: a stray or a report that beat
-        # our own bookkeeping. Acknowledge so Twilio does not retry; change nothing.
+    early = not delivery.provider_message_id and delivery.status == DeliveryStatus.SENDING
+    if delivery.provider_message_id != message_sid and not early:
+        # Not the message we recorded for this delivery: a stray. Acknowledge so Twilio does
+        # not retry; change nothing.
         log.info("twilio callback for %s ignored: sid does not match the delivery's", delivery.id)
         return answer("ignored", reason="MessageSid is not this delivery's message")
     status = FINAL_STATUSES.get(reported)
@@ -94,7 +95,10 @@ def status_callback(request: HttpRequest, delivery_id: str) -> JsonResponse:
         return answer("ignored", reason=f"{reported!r} is not a final status")
 
     detail = describe(reported, message_sid, request.POST.get("ErrorCode", ""))
-    moved = pipeline.transition(delivery.id, status, detail)
+    # A report that beats our own bookkeeping (the worker has not recorded the sid yet) is
+    # still this delivery's: the signed callback URL names it. Record the sid with it.
+    fields = {"provider_message_id": message_sid, "provider": "twilio"} if early else {}
+    moved = pipeline.transition(delivery.id, status, detail, **fields)
     return answer("updated" if moved else "unchanged", status=status)
 
 
@@ -103,7 +107,11 @@ def _find_delivery(delivery_id: str) -> Delivery | None:
         key = uuid.UUID(delivery_id)
     except ValueError:
         return None
-    return Delivery.objects.filter(id=key, channel=Channel.SMS).only("id", "provider_message_id").first()
+    return (
+        Delivery.objects.filter(id=key, channel=Channel.SMS)
+        .only("id", "provider_message_id", "status")
+        .first()
+    )
 
 
 def describe(reported: str, message_sid: str, error_code: str) -> str:

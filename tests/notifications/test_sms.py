@@ -496,6 +496,28 @@ def test_a_callback_for_another_message_of_the_tenant_changes_nothing(
     assert state(personas.alpha, alpha_sms.delivery_id)[0] == "sent"
 
 
+def test_a_report_that_arrives_before_the_worker_recorded_sent_still_counts(
+    fake: FakeTwilioServer, twilio_account: AccountFactory, personas: Personas
+) -> None:
+    """Twilio can report `delivered` before our worker has written `sent` and the sid."""
+    twilio_account(personas.alpha)
+    to = phone()
+    delivery = new_delivery(personas.alpha, to)  # still `sending`, no sid recorded
+    with tenant_context(personas.alpha.tenant):
+        primary, _ = registry.resolve("sms")
+        assert primary is not None
+        (outcome,) = primary.build().send_batch([OutgoingMessage(str(delivery.id), "sms", to, text="Hi")])
+    callback_url = fake.message(outcome.provider_message_id).status_callback
+    result = fake.send_callback(outcome.provider_message_id, "delivered", url=callback_url)
+    assert result.json()["result"] == "updated"
+    with schema_context("alpha"):
+        stored = Delivery.objects.get(id=delivery.id)
+        assert (stored.status, stored.provider_message_id) == ("delivered", outcome.provider_message_id)
+    # The worker's own `sent`, arriving late, does not move it back.
+    with schema_context("alpha"):
+        assert not pipeline.transition(delivery.id, DeliveryStatus.SENT, provider="twilio")
+
+
 def test_a_callback_signed_with_the_secondary_account_is_trusted(
     fake: FakeTwilioServer, twilio_account: AccountFactory, personas: Personas
 ) -> None:
