@@ -295,6 +295,10 @@ def sweep_stuck_deliveries() -> dict[str, int]:
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=now - queued_grace))
         .order_by("updated_at")
     )
+    from . import dispatch
+
+    if dispatch.holding(current_schema(), "bulk"):  # the dispatcher will release them in turn
+        due = due.exclude(notification__priority="bulk")
     rows = list(due.values_list("id", "notification__priority")[:10_000])
     rows += list(Delivery.objects.filter(id__in=revived).values_list("id", "notification__priority"))
     by_priority: dict[str, list[str]] = defaultdict(list)

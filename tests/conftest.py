@@ -188,7 +188,15 @@ def worker(
         service_env(smtp_server.url, TWILIO_API_BASE_URL=twilio_server.url),
     )
     proc.wait_for_log("ready.", timeout=60)
+    # The fair dispatcher, as in production: bulk batches reach the broker through it.
+    dispatcher = Process(
+        "dispatcher",
+        [sys.executable, "manage.py", "dispatch"],
+        service_env(smtp_server.url, TWILIO_API_BASE_URL=twilio_server.url),
+    )
+    wait_until(lambda: redis.Redis.from_url(settings.REDIS_URL).exists("herald:fair:heartbeat"), timeout=30)
     yield proc
+    dispatcher.stop()
     proc.stop()
 
 

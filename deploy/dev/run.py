@@ -518,6 +518,8 @@ def process_commands(env: Mapping[str, str], services: Services) -> dict[str, st
             "celery", "-A", "tenant_platform", "beat",
             "-S", "django_celery_beat.schedulers:DatabaseScheduler", "-l", "info",
         ),
+        # Releases bulk work round-robin across tenants (docs/delivery-engine.md).
+        "dispatcher": shlex.join([sys.executable, "manage.py", "dispatch"]),
     }  # fmt: skip
     if services.mail_catcher_port is not None:
         commands["mail"] = shlex.join(
@@ -598,7 +600,7 @@ def banner(env: Mapping[str, str], services: Services, api_key: str) -> str:
     links = urls(env)
     rule = "-" * 78
     post, get = curl_examples(env, api_key)
-    started = ["web", "workers", "beat"]
+    started = ["web", "workers", "beat", "dispatcher"]
     if services.mail_catcher_port is not None:
         started.append("mail catcher")
     if services.fake_twilio_port is not None:

@@ -1,0 +1,141 @@
+"""Fair dispatch: bulk work is released to the broker round-robin across tenants.
+
+Without it, a tenant that enqueues 1,000 bulk batches puts another tenant's one bulk batch
+behind all 1,000. With it, the database still holds every delivery, per-tenant lists in Redis
+hold the batches waiting their turn, and the broker's bulk queue holds only a few messages
+(BOUND): the dispatcher refills it one batch per tenant per turn. Another tenant's batch then
+waits for at most BOUND + (number of busy tenants) batches, whatever the size of the backlog
+ahead of it.
+
+The dispatcher (`manage.py dispatch`, one per deployment, beside beat) keeps a heartbeat in
+Redis. While there is none, `hold` declines and work is published directly (first in, first
+out), so nothing waits on a dispatcher that is not running; and the sweeper leaves a tenant's
+bulk deliveries alone only while the dispatcher is alive and still holds batches for it.
+"""
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+from django.conf import settings
+from django_tenants.utils import schema_context
+from kombu import Connection
+from kombu.exceptions import ChannelError
+
+from tenants.redis_client import get_redis
+
+log = logging.getLogger(__name__)
+
+FAIR_PRIORITIES = frozenset({"bulk"})
+BOUND = 4  # messages allowed in a fair priority's broker queue at once
+HEARTBEAT_KEY = "herald:fair:heartbeat"
+HEARTBEAT_TTL = 10  # seconds
+
+# Pop the first batch of a tenant's list; forget the tenant when its list is empty.
+_POP_LUA = """
+local batch = redis.call("LPOP", KEYS[1])
+if redis.call("LLEN", KEYS[1]) == 0 then redis.call("SREM", KEYS[2], ARGV[1]) end
+return batch
+"""
+
+
+def _list_key(priority: str, schema: str) -> str:
+    return f"herald:fair:{priority}:{schema}"
+
+
+def _tenants_key(priority: str) -> str:
+    return f"herald:fair:{priority}:tenants"
+
+
+def dispatcher_alive() -> bool:
+    try:
+        return bool(get_redis().exists(HEARTBEAT_KEY))
+    except redis.RedisError:
+        return False
+
+
+def hold(schema: str, priority: str, batches: Iterable[list[str]]) -> bool:
+    """Queue batches for fair release. False when the caller should publish them itself."""
+    batches = list(batches)
+    if priority not in FAIR_PRIORITIES or not batches or not dispatcher_alive():
+        return False
+    try:
+        pipe = get_redis().pipeline()
+        pipe.rpush(_list_key(priority, schema), *[json.dumps(b) for b in batches])
+        pipe.sadd(_tenants_key(priority), schema)
+        pipe.execute()
+    except redis.RedisError:
+        log.warning("fair dispatch unavailable; publishing %d batches directly", len(batches))
+        return False
+    return True
+
+
+def holding(schema: str, priority: str) -> bool:
+    """Whether a live dispatcher still holds batches of this tenant (the sweeper waits then)."""
+    try:
+        return dispatcher_alive() and bool(get_redis().exists(_list_key(priority, schema)))
+    except redis.RedisError:
+        return False
+
+
+class Dispatcher:
+    def __init__(self, priorities: Iterable[str] = FAIR_PRIORITIES, bound: int = BOUND) -> None:
+        self.priorities = list(priorities)
+        self.bound = bound
+        self.cursor = 0
+        self.pop = get_redis().register_script(_POP_LUA)
+        self.broker = Connection(settings.CELERY_BROKER_URL)
+
+    def queued(self, queue: str) -> int:
+        """Messages waiting in the broker queue (Redis LLEN or AMQP's count, through kombu)."""
+        channel: Any = self.broker.default_channel
+        try:
+            return int(channel.queue_declare(queue=queue, passive=True).message_count)
+        except ChannelError:  # not declared yet: nothing is waiting in it
+            self.broker = Connection(settings.CELERY_BROKER_URL)  # the error closed the channel
+            return 0
+
+    def once(self) -> int:
+        """Release up to the bound, one batch per tenant per turn; how many were released."""
+        from .pipeline import QUEUE_FOR_PRIORITY
+        from .tasks import send_deliveries
+
+        get_redis().set(HEARTBEAT_KEY, "1", ex=HEARTBEAT_TTL)
+        released = 0
+        for priority in self.priorities:
+            queue = QUEUE_FOR_PRIORITY[priority]
+            room = self.bound - self.queued(queue)
+            members: set[bytes] = get_redis().smembers(_tenants_key(priority))  # type: ignore[assignment]
+            tenants = sorted(m.decode() for m in members)
+            if room <= 0 or not tenants:
+                continue
+            start = self.cursor % len(tenants)
+            turn = tenants[start:] + tenants[:start]
+            while room > 0 and turn:
+                for schema in list(turn):
+                    if room <= 0:
+                        break
+                    raw = self.pop(keys=[_list_key(priority, schema), _tenants_key(priority)], args=[schema])
+                    if raw is None:
+                        turn.remove(schema)
+                        continue
+                    with schema_context(schema):
+                        send_deliveries.apply_async(args=(json.loads(raw),), queue=queue)
+                    released += 1
+                    room -= 1
+            self.cursor += 1
+        return released
+
+    def run_forever(self, idle_sleep: float = 0.05) -> None:
+        log.info("fair dispatcher running (bound %d per queue)", self.bound)
+        while True:
+            try:
+                if not self.once():
+                    time.sleep(idle_sleep)
+            except Exception as exc:  # a broker or Redis outage: keep going once it is back
+                log.warning("fair dispatcher: %s; retrying in 1 s", exc)
+                self.broker = Connection(settings.CELERY_BROKER_URL)
+                time.sleep(1)

@@ -1,0 +1,16 @@
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from notifications.dispatch import BOUND, Dispatcher
+
+
+class Command(BaseCommand):
+    help = "Release bulk work to the broker round-robin across tenants (run one per deployment)."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--bound", type=int, default=BOUND, help="messages allowed in the broker queue")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        Dispatcher(bound=options["bound"]).run_forever()

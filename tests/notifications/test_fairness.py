@@ -1,0 +1,49 @@
+"""Fairness within a priority: one tenant's bulk backlog does not hold another's bulk work.
+
+The fair dispatcher (started with the test worker) releases bulk batches round-robin across
+tenants into a short broker queue, so beta's one batch goes out while alpha's thirty wait.
+"""
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+
+from tests.conftest import Personas, Process, wait_until
+from tests.fakes.smtp_server import FakeSmtpServer
+
+pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("live_db")]
+
+
+def broadcast(persona: Any, tag: str, n: int) -> str:
+    recipients = [{"external_id": f"{tag}-{i}", "email": f"{tag}-{i}@example.com"} for i in range(n)]
+    body = {"channels": ["email"], "subject": "S", "body": "B", "recipients": recipients}
+    response = persona.client().post("/api/v1/broadcasts", json.dumps(body), content_type="application/json")
+    assert response.status_code == 202, response.content
+    return str(response.json()["url"])
+
+
+def sent_to(smtp_server: FakeSmtpServer, tag: str) -> int:
+    return sum(1 for m in list(smtp_server.handler.messages) if m.rcpt_tos[0].startswith(f"{tag}-"))
+
+
+def test_a_small_bulk_send_is_not_stuck_behind_another_tenants_big_one(
+    worker: Process, smtp_server: FakeSmtpServer, personas: Personas
+) -> None:
+    big, small = f"big{uuid.uuid4().hex[:6]}", f"small{uuid.uuid4().hex[:6]}"
+    broadcast(personas.alpha, big, 3000)  # 30 batches of 100
+    backlog = redis.Redis.from_url(settings.REDIS_URL)
+    wait_until(lambda: backlog.llen("herald:fair:bulk:alpha") >= 10, timeout=60)  # alpha's backlog is held
+    broadcast(personas.beta, small, 50)
+    wait_until(lambda: sent_to(smtp_server, small) == 50, timeout=60)
+    big_done_when_small_done = sent_to(smtp_server, big)
+    # First in, first out would have sent all 3,000 of alpha's first.
+    assert big_done_when_small_done < 0.6 * 3000, big_done_when_small_done
+    wait_until(lambda: sent_to(smtp_server, big) == 3000, timeout=120)  # and alpha's all go, once
+    assert (
+        len({m.rcpt_tos[0] for m in smtp_server.handler.messages if m.rcpt_tos[0].startswith(f"{big}-")})
+        == 3000
+    )
