@@ -22,6 +22,7 @@ import contextvars
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -29,7 +30,7 @@ from celery import Task, signals
 from celery.exceptions import Reject
 from celery.worker.strategy import default as default_strategy
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connections
 from django_tenants.utils import get_public_schema_name
 from kombu.utils.json import dumps as kombu_dumps
 
@@ -110,9 +111,23 @@ def _body_parts(body: Any) -> tuple[Sequence[Any], Mapping[str, Any], Mapping[st
 
 @signals.task_prerun.connect(weak=False)
 def recycle_connections(**_: Any) -> None:
-    """Drop connections that broke or outlived CONN_MAX_AGE, as Django does per request."""
-    if not _in_process.get():
-        close_old_connections()
+    """Drop connections that broke or outlived CONN_MAX_AGE, as Django does per request, but
+    without Django's health check (a SELECT 1) before every task: a connection is checked only
+    after an error on it."""
+    if _in_process.get():
+        return
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None:
+            continue
+        if conn.get_autocommit() != conn.settings_dict["AUTOCOMMIT"]:
+            conn.close()
+        elif conn.errors_occurred:
+            if conn.is_usable():
+                conn.errors_occurred = False
+            else:
+                conn.close()
+        elif conn.close_at is not None and time.monotonic() >= conn.close_at:
+            conn.close()
 
 
 @signals.task_postrun.connect(weak=False)

@@ -103,7 +103,7 @@ DATABASES = {
     "default": env.db_url(
         "DATABASE_URL",
         default="postgres://postgres@127.0.0.1:5432/herald",
-        engine="django_tenants.postgresql_backend",
+        engine="tenants.db",  # django-tenants' backend without repeated SET search_path
     )
 }
 # Threads serving HTTP are a fixed pool (see asgi.py), so persistent connections are bounded.
