@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint fmt pytest bench bench-tenant-overhead bench-web clean
+.PHONY: install run test lint fmt pytest bench bench-tenant-overhead bench-web bench-broadcast bench-noisy \
+	bench-rate-limit bench-api clean
 
 $(INSTALLED): requirements/base.txt requirements/production.txt requirements/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,13 +31,25 @@ pytest: install
 
 test: lint pytest
 
-bench: bench-tenant-overhead bench-web
+bench: bench-tenant-overhead bench-web bench-broadcast bench-noisy bench-rate-limit bench-api
 
 bench-tenant-overhead: install
 	$(PY) bench/tenant_overhead.py
 
 bench-web: install
 	$(PY) bench/web.py
+
+bench-broadcast: install
+	$(PY) bench/broadcast.py
+
+bench-noisy: install
+	$(PY) bench/noisy_neighbour.py
+
+bench-rate-limit: install
+	$(PY) bench/rate_limit.py
+
+bench-api: install
+	$(PY) bench/api.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache test-output

@@ -61,6 +61,16 @@ def flatten_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     return out
 
 
+def handler400(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """JSON under /api/ (e.g. a body over DATA_UPLOAD_MAX_MEMORY_SIZE), Django's page elsewhere."""
+    if not request.path.startswith("/api/"):
+        return defaults.bad_request(request, exception)
+    return JsonResponse(
+        {"error": {"code": "bad_request", "message": f"The request could not be read: {exception}"}},
+        status=status.HTTP_400_BAD_REQUEST,
+    )
+
+
 def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
     """JSON under /api/, Django's page elsewhere (the console)."""
     if not request.path.startswith("/api/"):

@@ -28,5 +28,6 @@ if settings.DEBUG:
     # What the local mail catcher and the fake SMS and push services received.
     urlpatterns.append(path("dev/", include("tenant_platform.devtools.urls")))
 
+handler400 = "tenant_platform.api_errors.handler400"
 handler404 = "tenant_platform.api_errors.handler404"
 handler500 = "tenant_platform.api_errors.handler500"

@@ -216,6 +216,9 @@ PROVIDER_HEALTH = {"window_seconds": 300, "min_attempts": 10, "max_error_rate": 
 PUBLIC_SCHEME = env.str("PUBLIC_SCHEME", default="https")
 PUBLIC_PORT = env.int("PUBLIC_PORT", default=0)  # 0: the scheme's default port
 
+# A broadcast to 100,000 inline recipients is a body of about 6 MB (Django's default: 2.5 MB).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=32 * 1024 * 1024)
+
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.api_auth.ApiKeyAuthentication"],

@@ -292,3 +292,11 @@ def test_a_bad_phone_number_is_a_400_naming_the_field(personas: Personas, phone:
     body = with_changes(recipient={"external_id": "u-1", "email": "a@example.com", "phone": phone})
     error = error_of(post(personas.alpha.client(), body))
     assert "international format" in error["fields"]["recipient.phone"][0]
+
+
+def test_a_body_over_the_size_limit_is_a_json_400(personas: Personas, settings: Any) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = post(personas.alpha.client(), with_changes(body="x" * 5000))
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] in {"bad_request", "parse_error"}

@@ -1,0 +1,135 @@
+"""API: POST /api/v1/notifications under wrk against a bare DRF view, and a 1,000-item batch.
+
+    .venv/bin/python bench/api.py [--duration 15] [--connections 16] [--rounds 2] [--web uvicorn]
+
+Prints figures, asserts nothing. Needs wrk. One throwaway database (dropped at the end, also on
+Ctrl-C), a Redis db of its own (12 unless --redis-url; flushed at the end).
+
+One server process group serves both endpoints with the same settings: Herald's web server as
+deploy/Procfile runs it (uvicorn on tenant_platform.asgi, 2 processes, WEB_THREADS=8; or
+--web gunicorn: 4 sync workers on tenant_platform.wsgi), with DJANGO_SETTINGS_MODULE=
+bench.api_settings, which is tenant_platform.settings.dev (DEBUG=0) with ROOT_URLCONF =
+bench._common: Herald's routes plus /bench/bare.
+- Herald: POST /api/v1/notifications, the real thing (API key, per-key rate limit, idempotency
+  hook, validation, recipient upsert, notification + delivery + event rows, the Celery publish
+  after commit to a Redis db that no worker reads).
+- Bare: a DRF APIView (no authentication, permission or throttle classes) that parses the same
+  JSON body and INSERTs it as one row (public.bench_bare_row), answering 202.
+wrk -t2 -c16, a Lua script giving each request its own external_id; a 3 s warm-up each, then
+--rounds alternating timed runs of --duration seconds. The API's per-key limit is raised.
+Then 3 POST /api/v1/notifications/batch of 1,000 items (each its own recipient), timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench import _common as c  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=3)
+    c.add_common_args(parser, "herald_bench_api")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("bench/api.py needs wrk: apt-get install -y wrk")
+    with c.Bench(c.config_of(args)) as b, tempfile.TemporaryDirectory() as tmp:
+        b.migrate_and_setup_django()
+        c.print_environment(b)
+        tenant = c.provision("apibench")
+        conn = b.connect()
+        with conn.cursor() as cur:
+            cur.execute(
+                f"CREATE TABLE public.{c.BARE_TABLE} (id uuid PRIMARY KEY, body jsonb NOT NULL, "
+                "created_at timestamptz NOT NULL)"
+            )
+        _, port = b.start_web(DJANGO_SETTINGS_MODULE="bench.api_settings", **c.API_LIMIT_ENV)
+        shape = "2 processes, WEB_THREADS=8" if args.web == "uvicorn" else "4 sync workers"
+        print(f"web: {args.web} ({shape}), DJANGO_SETTINGS_MODULE=bench.api_settings; {c.API_LIMIT_TEXT}")
+        print(
+            f"wrk -t2 -c{args.connections}, {args.rounds} rounds of {args.duration} s per endpoint, "
+            "alternating, after a 3 s warm-up each; no Celery worker runs (messages wait in Redis)\n"
+        )
+        body = json.dumps(c.notification_body("u-42", "high"))
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {tenant.key}"}
+        urls = {
+            "herald": f"http://127.0.0.1:{port}/api/v1/notifications",
+            "bare": f"http://127.0.0.1:{port}/bench/bare",
+        }
+        tmp_path = Path(tmp)
+        for url in urls.values():
+            c.run_wrk(url, body, headers, 3, args.connections, tmp_path)
+        print("== Figures ==")
+        print(
+            f"{'endpoint':<10}{'round':>6}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
+        )
+        results: dict[str, list[dict[str, float]]] = {"herald": [], "bare": []}
+        for round_no in range(1, args.rounds + 1):
+            for name, url in urls.items():
+                r = c.run_wrk(url, body, headers, args.duration, args.connections, tmp_path)
+                results[name].append(r)
+                print(
+                    f"{name:<10}{round_no:>6}{r['rps']:>9.0f}{r['p50_ms']:>9.1f}{r['p90_ms']:>9.1f}"
+                    f"{r['p99_ms']:>9.1f}{r['non_2xx']:>9.0f}"
+                    + ("  socket errors" if r["socket_errors"] else ""),
+                    flush=True,
+                )
+        session = c.session_for(tenant)
+        batch_times = []
+        for k in range(args.batches):
+            items = [c.notification_body(f"batch-{k}-{i}") for i in range(1000)]
+            payload = json.dumps({"notifications": items})
+            t0 = time.perf_counter()
+            r = session.post(f"http://127.0.0.1:{port}/api/v1/notifications/batch", data=payload)
+            batch_times.append(time.perf_counter() - t0)
+            answer = r.json()
+            print(
+                f"batch {k + 1}: 1,000 items ({len(payload) / 1e3:.0f} kB) answered {r.status_code} in "
+                f"{batch_times[-1] * 1000:.0f} ms (accepted {answer.get('accepted')}, "
+                f"failed {answer.get('failed')})",
+                flush=True,
+            )
+        print("\n== Against the targets ==")
+        h_rps = statistics.median(r["rps"] for r in results["herald"])
+        b_rps = statistics.median(r["rps"] for r in results["bare"])
+        h_p99 = statistics.median(r["p99_ms"] for r in results["herald"])
+        b_p99 = statistics.median(r["p99_ms"] for r in results["bare"])
+        print(
+            f"POST /api/v1/notifications {h_rps:.0f} req/s, p99 {h_p99:.1f} ms; bare view {b_rps:.0f} req/s, "
+            f"p99 {b_p99:.1f} ms (medians over rounds) => {h_rps / b_rps * 100:.0f}% of the bare view "
+            "(target >= 85%, with p99 < 50 ms)"
+        )
+        print(
+            f"1,000-item batch: median {statistics.median(batch_times) * 1000:.0f} ms "
+            f"(runs: {', '.join(f'{t * 1000:.0f}' for t in batch_times)} ms) (target < 1 s)"
+        )
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT count(*) FROM public.{c.BARE_TABLE}")
+            row = cur.fetchone()
+        print(f"(rows written by the bare view: {row[0] if row else 0})")
+        conn.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
