@@ -338,18 +338,27 @@ class Bench:
         return p
 
     def start_herald_workers(self, **extra_env: str) -> list[Proc]:
-        """The two pools of deploy/Procfile: critical,high (1 process) and default,bulk (2)."""
-        return [
+        """The pools of deploy/Procfile (critical,high: 1; default: 1; bulk: 2) and the dispatcher."""
+        procs = [
             self.start_worker("worker-critical", "herald_app", "critical,high", 1, **extra_env),
-            self.start_worker("worker-default", "herald_app", "default,bulk", 2, **extra_env),
+            self.start_worker("worker-default", "herald_app", "default", 1, **extra_env),
+            self.start_worker("worker-bulk", "herald_app", "bulk", 2, **extra_env),
         ]
+        dispatcher = [sys.executable, "manage.py", "dispatch"]
+        procs.append(self.start("dispatcher", dispatcher, self.env(BENCH_LABEL="dispatcher", **extra_env)))
+        deadline = time.monotonic() + 60
+        while not self.redis().exists("herald:fair:heartbeat"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the fair dispatcher did not start")
+            time.sleep(0.2)
+        return procs
 
 
 HERALD_WORKERS_TEXT = (
     "Herald workers as deploy/Procfile: `celery -A tenant_platform worker -Q critical,high "
-    "--concurrency 1` and `-Q default,bulk --concurrency 2` (prefork; run here as "
-    "-A bench._common:herald_app, the same app plus a ready signal; -l warning, without "
-    "gossip/mingle/heartbeat); no beat (no sweeper)"
+    "--concurrency 1`, `-Q default --concurrency 1` and `-Q bulk --concurrency 2` (prefork; run "
+    "here as -A bench._common:herald_app, the same app plus a ready signal; -l warning, without "
+    "gossip/mingle/heartbeat), and the fair dispatcher; no beat (no sweeper)"
 )
 
 

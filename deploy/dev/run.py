@@ -511,8 +511,12 @@ def process_commands(env: Mapping[str, str], services: Services) -> dict[str, st
             "-n", "critical@%h", "--concurrency", "1", "-l", "info",
         ),
         "worker-default": venv_command(
-            "celery", "-A", "tenant_platform", "worker", "-Q", "default,bulk",
-            "-n", "default@%h", "--concurrency", "2", "-l", "info",
+            "celery", "-A", "tenant_platform", "worker", "-Q", "default",
+            "-n", "default@%h", "--concurrency", "1", "-l", "info",
+        ),
+        "worker-bulk": venv_command(
+            "celery", "-A", "tenant_platform", "worker", "-Q", "bulk",
+            "-n", "bulk@%h", "--concurrency", "2", "-l", "info",
         ),
         "beat": venv_command(
             "celery", "-A", "tenant_platform", "beat",
