@@ -47,3 +47,28 @@ def test_a_small_bulk_send_is_not_stuck_behind_another_tenants_big_one(
         len({m.rcpt_tos[0] for m in smtp_server.handler.messages if m.rcpt_tos[0].startswith(f"{big}-")})
         == 3000
     )
+
+
+def test_a_critical_notification_overtakes_a_bulk_backlog(
+    worker: Process, smtp_server: FakeSmtpServer, personas: Personas
+) -> None:
+    big = f"bulk{uuid.uuid4().hex[:6]}"
+    broadcast(personas.alpha, big, 3000)
+    backlog = redis.Redis.from_url(settings.REDIS_URL)
+    wait_until(lambda: backlog.llen("herald:fair:bulk:alpha") >= 10, timeout=60)
+    urgent = f"urgent-{uuid.uuid4().hex[:6]}@example.com"
+    body = {
+        "recipient": {"external_id": f"u-{uuid.uuid4()}", "email": urgent},
+        "channels": ["email"],
+        "subject": "Your sign-in code",
+        "body": "123456",
+        "priority": "critical",
+    }
+    response = personas.alpha.client().post(
+        "/api/v1/notifications", json.dumps(body), content_type="application/json"
+    )
+    assert response.status_code == 202
+    wait_until(lambda: smtp_server.messages_to(urgent), timeout=30)
+    # The same tenant's 3,000 bulk mails, queued first, are still going.
+    assert sent_to(smtp_server, big) < 0.6 * 3000
+    wait_until(lambda: sent_to(smtp_server, big) == 3000, timeout=120)
