@@ -14,6 +14,7 @@ End-user endpoints answer CORS requests from any origin: the widget runs on the 
 pages, and the token travels in a header, never in a cookie, so no other site can borrow it.
 """
 
+from abc import ABC, abstractmethod
 from typing import Any, NoReturn
 
 from django.http import HttpRequest, HttpResponse
@@ -59,14 +60,15 @@ STATUS_PARAM = OpenApiParameter(
 # --- whose feed -------------------------------------------------------------------------------
 
 
-class FeedView(GenericAPIView[InAppMessage]):
-    """Base of the feed views: subclasses say whose feed it is."""
+class FeedView(GenericAPIView[InAppMessage], ABC):
+    """Base of the feed views: OfRecipientByExternalId or OfEndUser says whose feed it is."""
 
     serializer_class = FeedItemSerializer
     pagination_class = FeedPage
 
+    @abstractmethod
     def recipient(self) -> Recipient:
-        raise NotImplementedError
+        """The recipient whose feed this request reads or changes."""
 
 
 class OfRecipientByExternalId(FeedView):
