@@ -12,7 +12,6 @@
   output directory (TEST_OUTPUT_DIR or test-output/).
 """
 
-import os
 import socket
 import sys
 import time
@@ -25,20 +24,9 @@ import pytest
 from django.db import connection, connections
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.conftest import OUTPUT, Persona, Personas, Process, service_env
 from tests.fakes.smtp_server import FakeSmtpServer, free_port
-
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 
 APPLICATION_NAME = "herald-e2e-server"
 
@@ -127,8 +115,7 @@ def _orm_beside_playwright(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 # packages' tests run.
 @pytest.fixture(scope="package")
 def playwright_driver() -> Iterator[Playwright]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's Chromium with `apt-get install -y chromium`")
+    require_chromium()
     with sync_playwright() as driver:
         yield driver
 

@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -31,6 +30,7 @@ from notifications import links
 from notifications.models import Channel, Delivery, FeedStatus, InAppMessage, Notification, Recipient
 from notifications.providers.base import Outcome, OutgoingMessage
 from notifications.providers.inapp import InAppFeedProvider
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.conftest import Personas, Process, service_env, wait_until
 from tests.fakes.smtp_server import free_port
 
@@ -408,23 +408,10 @@ def test_an_in_app_notification_goes_through_the_worker_to_the_feed_and_the_open
 
 # --- the widget in a browser ------------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-
 
 @pytest.fixture
 def browser_page() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
