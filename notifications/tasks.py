@@ -229,6 +229,7 @@ def outgoing(delivery: Delivery) -> OutgoingMessage:
 
 
 def log_attempts(by_id: dict[str, Delivery], outcomes: list[Outcome]) -> None:
+    now = timezone.now()
     DeliveryAttempt.objects.bulk_create(
         DeliveryAttempt(
             delivery_id=o.delivery_id,
@@ -237,6 +238,7 @@ def log_attempts(by_id: dict[str, Delivery], outcomes: list[Outcome]) -> None:
             outcome=_attempt_outcome(o),
             response=o.response,
             duration_ms=o.duration_ms,
+            started_at=o.started_at or now,  # when the call began, not when this row is written
         )
         for o in outcomes
     )

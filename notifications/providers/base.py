@@ -72,6 +72,7 @@ class Outcome:
     error: ProviderError | None = None
     response: str = ""
     duration_ms: int = 0
+    started_at: datetime | None = None  # when the provider call began (None: not called)
 
     @property
     def ok(self) -> bool:
@@ -133,6 +134,7 @@ class Provider(ABC):
             return [Outcome(m.delivery_id, self.name, error=exc, response=exc.response) for m in messages]
 
     def send_one(self, message: OutgoingMessage) -> Outcome:
+        started_at = datetime.now(UTC)
         started = time.monotonic()
         try:
             self.check(message)
@@ -145,6 +147,7 @@ class Provider(ABC):
                 error=exc,
                 response=exc.response[:2000],
                 duration_ms=_ms_since(started),
+                started_at=started_at,
             )
         return Outcome(
             message.delivery_id,
@@ -152,6 +155,7 @@ class Provider(ABC):
             provider_message_id=message_id,
             response=response[:2000],
             duration_ms=_ms_since(started),
+            started_at=started_at,
         )
 
     # --- presentation ------------------------------------------------------------------------
