@@ -5,33 +5,17 @@ so a session or a user of one tenant means nothing on another tenant's domain.
 """
 
 from collections.abc import Callable
-from functools import wraps
-from typing import Any
 
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, render
-from django_tenants.utils import get_public_schema_name
 
 from ..api.views import notifications_with_timeline
 from ..models import DeliveryStatus, Notification
+from .roles import console_view, tenant_host_only
 
 View = Callable[..., HttpResponseBase]
-
-
-def tenant_host_only(view: View) -> View:
-    """The console exists on tenant domains only; on the API host it is not found."""
-
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        tenant = getattr(request, "tenant", None)
-        if tenant is None or tenant.schema_name == get_public_schema_name():
-            raise Http404("The console is on your tenant's own domain.")
-        return view(request, *args, **kwargs)
-
-    return wrapper
 
 
 class LoginView(auth_views.LoginView):
@@ -43,8 +27,7 @@ login = tenant_host_only(LoginView.as_view())
 logout = tenant_host_only(auth_views.LogoutView.as_view(next_page="console:login"))
 
 
-@tenant_host_only
-@login_required(login_url="console:login")
+@console_view()
 def notification_list(request: HttpRequest) -> HttpResponse:
     status = request.GET.get("status", "")
     notifications = notifications_with_timeline().order_by("-created_at")
@@ -59,8 +42,7 @@ def notification_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-@tenant_host_only
-@login_required(login_url="console:login")
+@console_view()
 def notification_detail(request: HttpRequest, pk: str) -> HttpResponse:
     notification = get_object_or_404(notifications_with_timeline(), pk=pk)
     summary = Notification.summarize([d.status for d in notification.deliveries.all()])
