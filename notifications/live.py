@@ -1,14 +1,40 @@
-"""Pushing events to a tenant's channel-layer group (the console listens there)."""
+"""Delivery state changes, live: to the tenant's console (channel layer) and its webhooks.
 
+Whoever writes DeliveryEvent rows calls `events_written(ids)` inside the writing transaction.
+After that transaction commits, the new events are read back in one query (with their
+delivery's notification, channel and broadcast) and published to the tenant's group
+`tenant.<schema>` as one message per batch of up to PUBLISH_BATCH events: never a group_send per
+delivery. Inside `batched()` (a send task wraps its whole run in it) everything committed is held
+and published once when the scope ends, so a task that claims 100 deliveries, sends them and
+records retries publishes one message, not one per transaction.
+
+Broadcasts touched by a batch get their progress recounted at most about once a second each
+(`broadcast_progress_soon`): a Redis key throttles the recount and a delayed task makes sure the
+last change is always followed by one more count, so a progress bar always ends at the truth.
+
+All of this is best effort. The database is the truth: a page that missed a message catches
+up from the DeliveryEvent table on reconnect (`/ws/console/?after=<event id>`).
+"""
+
+import importlib
 import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from celery import shared_task
+from django.db import transaction
 
+from tenants.redis_client import get_redis
 from tenants.schemas import current_schema
 
 log = logging.getLogger(__name__)
+
+PUBLISH_BATCH = 1000
+PROGRESS_INTERVAL_MS = 1000
+
+_held: ContextVar[list[int] | None] = ContextVar("herald_live_held", default=None)
 
 
 def tenant_group(schema: str) -> str:
@@ -17,10 +43,141 @@ def tenant_group(schema: str) -> str:
 
 def publish(event_type: str, payload: dict[str, Any]) -> None:
     """Best effort: the database is the truth, and a page that missed this catches up from it."""
-    layer = get_channel_layer()
-    if layer is None:
+    from .realtime import publish_to_feeds
+
+    publish_to_feeds([(tenant_group(current_schema()), {"type": event_type, **payload})])
+
+
+# --- delivery events ----------------------------------------------------------------------------
+
+
+def events_written(event_ids: Iterable[int]) -> None:
+    """Publish these DeliveryEvent rows once the current transaction commits (see the module)."""
+    ids = [i for i in event_ids if i is not None]
+    if not ids:
+        return
+
+    def committed() -> None:
+        held = _held.get()
+        if held is not None:
+            held.extend(ids)
+        else:
+            publish_events(ids)
+
+    transaction.on_commit(committed)
+
+
+@contextmanager
+def batched() -> Iterator[None]:
+    """Hold what commits inside this scope and publish it as one batch at its end."""
+    if _held.get() is not None:  # already inside one: the outer scope publishes
+        yield
+        return
+    token = _held.set([])
+    try:
+        yield
+    finally:
+        held = _held.get() or []
+        _held.reset(token)
+        if held:
+            publish_events(held)
+
+
+def event_rows(event_ids: list[int]) -> list[dict[str, Any]]:
+    """The events as the console and webhooks see them, in id order (one query)."""
+    from .models import DeliveryEvent
+
+    rows = (
+        DeliveryEvent.objects.filter(id__in=event_ids)
+        .order_by("id")
+        .values_list(
+            "id",
+            "delivery_id",
+            "delivery__notification_id",
+            "delivery__notification__broadcast_id",
+            "delivery__channel",
+            "status",
+            "detail",
+            "created_at",
+        )
+    )
+    return [
+        {
+            "id": event_id,
+            "delivery": str(delivery_id),
+            "notification": str(notification_id),
+            "broadcast": str(broadcast_id) if broadcast_id else None,
+            "channel": channel,
+            "status": status,
+            "detail": detail,
+            "at": created_at.isoformat(),
+        }
+        for event_id, delivery_id, notification_id, broadcast_id, channel, status, detail, created_at in rows
+    ]
+
+
+def publish_events(event_ids: list[int]) -> None:
+    """Read the committed events back and send them on: console group, webhooks, progress."""
+    try:
+        events = event_rows(sorted(set(event_ids)))
+    except Exception:
+        log.warning("live: could not read %d events back", len(event_ids), exc_info=True)
+        return
+    if not events:
+        return
+    from .realtime import publish_to_feeds
+
+    group = tenant_group(current_schema())
+    publish_to_feeds(
+        (group, {"type": "delivery.events", "events": events[start : start + PUBLISH_BATCH]})
+        for start in range(0, len(events), PUBLISH_BATCH)
+    )
+    _to_webhooks(events)
+    for broadcast_id in {e["broadcast"] for e in events if e["broadcast"]}:
+        broadcast_progress_soon(broadcast_id)
+
+
+def _to_webhooks(events: list[dict[str, Any]]) -> None:
+    try:
+        service = importlib.import_module("notifications.webhooks.service")
+    except ImportError:  # webhooks not installed in this deployment
         return
     try:
-        async_to_sync(layer.group_send)(tenant_group(current_schema()), {"type": event_type, **payload})
-    except Exception:  # a channel-layer outage must never fail the work that reports to it
-        log.warning("could not publish %s to the channel layer", event_type, exc_info=True)
+        service.on_delivery_events(events)
+    except Exception:  # it promises not to raise; a bug there must not fail a send
+        log.warning("live: webhooks could not take %d events", len(events), exc_info=True)
+
+
+# --- broadcast progress -------------------------------------------------------------------------
+
+
+def broadcast_progress_soon(broadcast_id: str) -> None:
+    """Recount the broadcast now if nobody did in the last second, else once more shortly after."""
+    schema = current_schema()
+    try:
+        redis = get_redis()
+        if redis.set(f"herald:bprog:{schema}:{broadcast_id}", 1, nx=True, px=PROGRESS_INTERVAL_MS):
+            publish_broadcast_progress(broadcast_id)
+            return
+        if redis.set(f"herald:bprog-next:{schema}:{broadcast_id}", 1, nx=True, px=10 * PROGRESS_INTERVAL_MS):
+            broadcast_progress.apply_async(
+                args=(broadcast_id,), countdown=PROGRESS_INTERVAL_MS / 1000, queue="default"
+            )
+    except Exception:
+        log.warning("live: could not schedule progress of broadcast %s", broadcast_id, exc_info=True)
+
+
+def publish_broadcast_progress(broadcast_id: str) -> None:
+    from .fanout import progress
+    from .models import Broadcast
+
+    broadcast = Broadcast.objects.filter(pk=broadcast_id).first()
+    if broadcast is not None:
+        publish("broadcast.progress", {"broadcast": progress(broadcast)})
+
+
+@shared_task(name="notifications.broadcast_progress", ignore_result=True, soft_time_limit=30, time_limit=45)
+def broadcast_progress(broadcast_id: str) -> None:
+    """The trailing recount after a throttled change (see broadcast_progress_soon)."""
+    get_redis().delete(f"herald:bprog-next:{current_schema()}:{broadcast_id}")
+    publish_broadcast_progress(broadcast_id)

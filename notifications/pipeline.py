@@ -17,6 +17,7 @@ from psycopg2.extras import execute_values
 
 from tenants.schemas import current_schema
 
+from . import live
 from .compose import ComposeError, Source, render_content
 from .links import recipient_token, tenant_url, unsubscribe_token
 from .models import (
@@ -128,10 +129,11 @@ def accept_many(specs: Sequence[NotificationSpec], broadcast: Broadcast | None =
             n.initial_status = Notification.summarize(statuses.get(n.id, []))
         Delivery.objects.bulk_create(deliveries)
         now = timezone.now()
-        DeliveryEvent.objects.bulk_create(
+        events = DeliveryEvent.objects.bulk_create(
             DeliveryEvent(delivery_id=d.id, status=d.status, detail=d.last_error, created_at=now)
             for d in deliveries
         )
+        live.events_written(e.id for e in events)
         by_priority: dict[str, list[str]] = {}
         for d in deliveries:
             if d.status == DeliveryStatus.QUEUED:
@@ -292,10 +294,11 @@ def enqueue(
 
 def record_events(delivery_ids: Iterable[uuid.UUID | str], status: str, detail: str = "") -> None:
     now = timezone.now()
-    DeliveryEvent.objects.bulk_create(
+    events = DeliveryEvent.objects.bulk_create(
         DeliveryEvent(delivery_id=delivery_id, status=status, detail=detail, created_at=now)
         for delivery_id in delivery_ids
     )
+    live.events_written(e.id for e in events)
 
 
 # Which state a delivery may move to from which: anything else is a late or repeated report.

@@ -24,7 +24,7 @@ from psycopg2.extras import execute_values
 
 from tenants.schemas import current_schema, current_tenant
 
-from . import health, ratelimit
+from . import health, live, ratelimit
 from .models import AttemptOutcome, Channel, Delivery, DeliveryAttempt, DeliveryEvent, DeliveryStatus
 from .pipeline import enqueue, record_events, transition
 from .providers.base import Outcome, OutgoingMessage
@@ -96,10 +96,11 @@ def send_deliveries(self: Any, delivery_ids: list[str], reserved: bool = False) 
             self.apply_async(args=(delivery_ids,), kwargs={"reserved": True}, countdown=delay, queue=queue)
             return
     by_channel: dict[str, list[Delivery]] = defaultdict(list)
-    for delivery in claim(delivery_ids):
-        by_channel[delivery.channel].append(delivery)
-    for channel, deliveries in by_channel.items():
-        send_channel(channel, deliveries)
+    with live.batched():  # one live message for everything this task records
+        for delivery in claim(delivery_ids):
+            by_channel[delivery.channel].append(delivery)
+        for channel, deliveries in by_channel.items():
+            send_channel(channel, deliveries)
 
 
 RATE_LIMIT_SLACK = 0.05  # seconds: closer than this to its turn, a batch just goes
@@ -196,12 +197,13 @@ def mark_sent(outcomes: list[Outcome]) -> None:
             cursor.cursor, _MARK_SENT_SQL.format(table=table), values, page_size=1000, fetch=True
         )
         now = timezone.now()
-        DeliveryEvent.objects.bulk_create(
+        events = DeliveryEvent.objects.bulk_create(
             DeliveryEvent(
                 delivery_id=delivery_id, status=DeliveryStatus.SENT, detail=f"via {provider}", created_at=now
             )
             for delivery_id, provider in rows
         )
+        live.events_written(e.id for e in events)
 
 
 def outgoing(delivery: Delivery) -> OutgoingMessage:

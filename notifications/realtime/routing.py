@@ -2,8 +2,10 @@
 
 from django.urls import path
 
+from .console import ConsoleConsumer
 from .consumers import FeedConsumer
 
 websocket_urlpatterns = [
     path("ws/feed/", FeedConsumer.as_asgi()),
+    path("ws/console/", ConsoleConsumer.as_asgi()),
 ]
