@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .PHONY: install run test lint fmt pytest bench bench-tenant-overhead bench-web bench-broadcast bench-noisy \
-	bench-rate-limit bench-api clean
+	bench-rate-limit bench-api bench-console clean
 
 $(INSTALLED): requirements/base.txt requirements/production.txt requirements/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,7 @@ pytest: install
 
 test: lint pytest
 
-bench: bench-tenant-overhead bench-web bench-broadcast bench-noisy bench-rate-limit bench-api
+bench: bench-tenant-overhead bench-web bench-broadcast bench-noisy bench-rate-limit bench-api bench-console
 
 bench-tenant-overhead: install
 	$(PY) bench/tenant_overhead.py
@@ -50,6 +50,9 @@ bench-rate-limit: install
 
 bench-api: install
 	$(PY) bench/api.py
+
+bench-console: install
+	$(PY) bench/console_live.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache test-output
