@@ -156,7 +156,6 @@ def guarded_session() -> requests.Session:
     """A session for one batch: connections to an endpoint are kept alive between its messages."""
     session = requests.Session()
     session.trust_env = False  # no proxy or .netrc from the environment
-    session.max_redirects = 0
     adapter = GuardedAdapter(max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

@@ -48,7 +48,9 @@ class WebhookReceiver:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.receiver = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="webhook-receiver", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="webhook-receiver", daemon=True
+        )
 
     def start(self) -> "WebhookReceiver":
         self._thread.start()

@@ -4,9 +4,9 @@ import time
 
 import pytest
 import requests
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.test import override_settings
-from django.conf import settings
 
 from notifications.webhooks.signing import SignatureError, check, sign, verify
 from notifications.webhooks.transport import guarded_session, validate_url
@@ -91,7 +91,10 @@ def test_in_production_a_url_must_be_https_and_public(url: str, problem: str) ->
 
 @override_settings(WEBHOOKS=production_webhooks())
 def test_in_production_a_public_https_url_is_accepted() -> None:
-    assert validate_url(" https://hooks.example.com:8443/herald?x=1 ") == "https://hooks.example.com:8443/herald?x=1"
+    assert (
+        validate_url(" https://hooks.example.com:8443/herald?x=1 ")
+        == "https://hooks.example.com:8443/herald?x=1"
+    )
 
 
 def test_in_development_http_is_accepted_for_this_machine_only() -> None:
