@@ -28,8 +28,8 @@ def _forget_cached_endpoints(personas: Personas) -> Iterator[None]:
             service.forget_endpoints()
 
 
-def signed_in(domain: str, email: str, password: str = "pw", **kwargs: bool) -> Client:
-    client = Client(HTTP_HOST=domain, **kwargs)
+def signed_in(domain: str, email: str, password: str = "pw") -> Client:
+    client = Client(HTTP_HOST=domain)
     response = client.post("/console/login/", {"username": email, "password": password})
     assert response.status_code == 302, response.content
     return client
