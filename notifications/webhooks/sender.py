@@ -29,6 +29,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from notifications.providers.base import parse_retry_after
+from tenants.crypto import DecryptionError
 from tenants.schemas import current_schema
 
 from . import service, signing
@@ -173,12 +174,16 @@ def _post(
     session: requests.Session, policy: Policy, endpoint: Endpoint, message: WebhookMessage, number: int
 ) -> Result:
     body = message.body.encode()
+    try:
+        signature = signing.sign(body, endpoint.signing_secrets())
+    except DecryptionError:
+        return Result(error="the signing secret cannot be decrypted with the configured keys; rotate it")
     headers = {
         "Content-Type": "application/json",
         "Herald-Event-Id": message.event_id,
         "Herald-Event-Type": message.event_type,
         "Herald-Delivery-Attempt": str(number),
-        signing.HEADER: signing.sign(body, endpoint.signing_secrets()),
+        signing.HEADER: signature,
     }
     started = time.monotonic()
     try:

@@ -72,13 +72,13 @@ def validate_url(url: str) -> str:
         raise ValidationError("The URL must start with https://.")
     if allow_local():
         return url
-    if local or "." not in host.strip("[]"):
-        raise ValidationError(f"{host} is not a public host name.")
     try:
-        literal = is_public_address(host)
-    except ValueError:
-        return url  # a host name: its addresses are checked on every connection
-    if not literal:
+        public = is_public_address(host)
+    except ValueError:  # a host name: its addresses are checked again on every connection
+        if local or "." not in host:
+            raise ValidationError(f"{host} is not a public host name.") from None
+        return url
+    if not public:
         raise ValidationError(f"{host} is a private or reserved address; use a public one.")
     return url
 

@@ -20,7 +20,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from notifications.console.views import tenant_host_only
-from tenants.crypto import mask
+from tenants.crypto import DecryptionError, mask
 
 from . import service
 from .forms import EndpointForm
@@ -130,10 +130,17 @@ def endpoint_detail(request: HttpRequest, pk: str) -> HttpResponse:
         "can_manage": manage,
         "recent": recent,
         "attempts": attempts,
-        "secret_hint": mask(endpoint.secret),
+        "secret_hint": _secret_hint(endpoint),
         "previous_valid": previous_valid,
     }
     return render(request, "console/webhooks/detail.html", context, status=status)
+
+
+def _secret_hint(endpoint: Endpoint) -> str:
+    try:
+        return mask(endpoint.secret)
+    except DecryptionError:
+        return "cannot be decrypted with the configured keys: rotate it"
 
 
 @tenant_host_only

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -290,6 +291,22 @@ def test_the_same_event_reported_twice_is_sent_once(
     settled(personas.alpha, endpoint, 1)
     time.sleep(0.5)
     assert len(receiver.at("/once")) == 1
+
+
+def test_an_endpoint_deleted_since_it_was_cached_gets_nothing_and_the_others_still_do(
+    worker: Process, personas: Personas, receiver: WebhookReceiver
+) -> None:
+    kept = add_endpoint(personas.alpha, receiver, "/kept")
+    gone = add_endpoint(personas.alpha, receiver, "/deleted")
+    with schema_context(personas.alpha.tenant.schema_name):
+        stale = service.active_endpoints()
+        service.delete_endpoint(gone)
+        cache.set(service._cache_key(personas.alpha.tenant.schema_name), [(e, list(s)) for e, s in stale])
+
+    assert report(personas.alpha, an_event(personas.alpha, "sent")) == 1
+
+    settled(personas.alpha, kept, 1)
+    assert len(receiver.at("/kept")) == 1
 
 
 def test_bad_events_are_logged_and_never_raise(

@@ -78,6 +78,8 @@ def test_during_a_rotation_either_secret_verifies() -> None:
         ("https://10.0.0.5/hooks", "private or reserved address"),
         ("https://169.254.169.254/latest/meta-data", "private or reserved address"),
         ("https://[::ffff:127.0.0.1]/hooks", "private or reserved address"),
+        ("https://[fd00::1]/hooks", "private or reserved address"),
+        ("https://intranet/hooks", "not a public host name"),
         ("https://user:pw@example.com/hooks", "user name or password"),
         ("ftp://example.com/hooks", "full URL"),
         ("https://example.com/hooks#top", "fragment"),
