@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 from . import views
@@ -11,4 +11,5 @@ urlpatterns = [
     path("logout/", views.logout, name="logout"),
     path("notifications/", views.notification_list, name="notifications"),
     path("notifications/<uuid:pk>/", views.notification_detail, name="notification"),
+    path("webhooks/", include("notifications.webhooks.urls")),
 ]

@@ -54,6 +54,7 @@ TENANT_APPS = [
     "django.contrib.auth",
     "django.contrib.sessions",
     "notifications",
+    "notifications.webhooks",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -173,6 +174,19 @@ CELERY_BEAT_SCHEDULE = {
         "args": ["notifications.sweep_stuck_deliveries"],
         "kwargs": {"queue": "high"},
     },
+    # Webhook messages whose retry is due, or whose task the broker lost.
+    "send-due-webhooks": {
+        "task": "tenants.for_each_tenant",
+        "schedule": 30.0,
+        "args": ["webhooks.send_due"],
+        "kwargs": {"queue": "default"},
+    },
+    "prune-webhook-messages": {
+        "task": "tenants.for_each_tenant",
+        "schedule": 3600.0,
+        "args": ["webhooks.prune"],
+        "kwargs": {"queue": "default"},
+    },
 }
 # The sweeper re-enqueues deliveries queued this long without a worker taking them, and
 # those in `sending` this long (their worker died): seconds.
@@ -219,6 +233,30 @@ PUBLIC_PORT = env.int("PUBLIC_PORT", default=0)  # 0: the scheme's default port
 
 # A broadcast to 100,000 inline recipients is a body of about 6 MB (Django's default: 2.5 MB).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=32 * 1024 * 1024)
+
+# --- Webhooks to tenants' backends (notifications.webhooks) --------------------------------
+# Tries per message (8 over about 18 hours: base * factor**n seconds apart, +-20% jitter, capped),
+# timeouts of each request, and whether http://localhost and private addresses may be called
+# (never in production: a tenant could otherwise make Herald call its internal network).
+WEBHOOKS: dict[str, Any] = {
+    "max_attempts": env.int("WEBHOOK_MAX_ATTEMPTS", default=8),
+    "retry_base": env.float("WEBHOOK_RETRY_BASE", default=60.0),
+    "retry_factor": 3.0,
+    "retry_cap": env.float("WEBHOOK_RETRY_CAP", default=12 * 3600.0),
+    "connect_timeout": env.float("WEBHOOK_CONNECT_TIMEOUT", default=5.0),
+    "read_timeout": env.float("WEBHOOK_READ_TIMEOUT", default=10.0),
+    "allow_local": env.bool("WEBHOOK_ALLOW_LOCAL", default=False),
+    # The queue of the send tasks: give it a pool of its own if tenants' backends are slow.
+    "queue": env.str("WEBHOOK_QUEUE", default="default"),
+    # A retry due within this many seconds is published with a countdown; later ones are
+    # picked up by the beat task `webhooks.send_due` (every 30 s).
+    "schedule_within": 300.0,
+    # After a rotation the old secret still signs (a second v1) for this long.
+    "previous_secret_grace": env.int("WEBHOOK_SECRET_GRACE", default=24 * 3600),
+    "max_endpoints": 10,
+    # Delivered and failed messages (and their attempts) are kept this many days.
+    "retention_days": env.int("WEBHOOK_RETENTION_DAYS", default=30),
+}
 
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -20,3 +20,5 @@ STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
 PUBLIC_SCHEME = env.str("PUBLIC_SCHEME", default="http")
 PUBLIC_PORT = env.int("PUBLIC_PORT", default=env.int("PORT", default=8000))
+# Webhooks may go to a receiver on this machine (http://localhost:...).
+WEBHOOKS = {**WEBHOOKS, "allow_local": env.bool("WEBHOOK_ALLOW_LOCAL", default=True)}  # noqa: F405

@@ -24,3 +24,14 @@ WHITENOISE_USE_FINDERS = True
 WEBPUSH_ALLOW_LOCAL_HTTP = True  # the tests' push service listens on http://127.0.0.1
 PUBLIC_SCHEME = "http"
 PUBLIC_PORT = 8000
+# Webhooks: a receiver on 127.0.0.1, and retries in fractions of a second.
+WEBHOOKS = {
+    **WEBHOOKS,  # noqa: F405
+    "max_attempts": 4,
+    "retry_base": 0.3,
+    "retry_factor": 2.0,
+    "retry_cap": 2.0,
+    "connect_timeout": 2.0,
+    "read_timeout": 2.0,
+    "allow_local": True,
+}

@@ -1,0 +1,406 @@
+"""Webhooks to tenants' backends: what `on_delivery_events` writes and what a real worker sends.
+
+Each test uses real DeliveryEvent rows (from a notification accepted by the API), a local
+receiver that checks every signature with Herald's verify helper, and the session's worker.
+"""
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from django_tenants.utils import schema_context
+
+from notifications.models import Delivery, DeliveryEvent
+from notifications.webhooks import sender, service
+from notifications.webhooks.models import (
+    Endpoint,
+    MessageStatus,
+    WebhookAttempt,
+    WebhookMessage,
+    all_statuses,
+    new_secret,
+)
+from notifications.webhooks.service import events_from_rows, on_delivery_events
+from tests.conftest import Persona, Personas, Process, wait_until
+from tests.fakes.webhook_receiver import WebhookReceiver
+
+pytestmark = [pytest.mark.worker]
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_endpoints_left(live_db: None, personas: Personas) -> Iterator[None]:
+    yield
+    for persona in (personas.alpha, personas.beta):
+        with schema_context(persona.tenant.schema_name):
+            for endpoint in Endpoint.objects.all():
+                service.delete_endpoint(endpoint)
+            service.forget_endpoints()
+
+
+def add_endpoint(
+    persona: Persona, receiver: WebhookReceiver, path: str, statuses: list[str] | None = None
+) -> Endpoint:
+    secret = new_secret()
+    with schema_context(persona.tenant.schema_name):
+        endpoint = Endpoint(url=receiver.url(path), statuses=statuses or all_statuses())
+        endpoint.set_secret(secret)
+        endpoint.save()
+    receiver.secrets.append(secret)
+    return endpoint
+
+
+def notify(persona: Persona, channels: tuple[str, ...] = ("in_app",)) -> str:
+    body = {
+        "recipient": {"external_id": "u-hook", "email": "hook@example.com"},
+        "channels": list(channels),
+        "subject": "Hi",
+        "body": "Hello",
+    }
+    response = persona.client().post(
+        "/api/v1/notifications", json.dumps(body), content_type="application/json"
+    )
+    assert response.status_code == 202, response.content
+    notification_id: str = response.json()["id"]
+    return notification_id
+
+
+def events_of(persona: Persona, notification_id: str, status: str | None = None) -> list[dict[str, Any]]:
+    with schema_context(persona.tenant.schema_name):
+        rows = DeliveryEvent.objects.filter(delivery__notification_id=notification_id)
+        if status:
+            rows = rows.filter(status=status)
+        return events_from_rows(rows.select_related("delivery__notification").order_by("id"))
+
+
+def an_event(persona: Persona, status: str, detail: str = "") -> list[dict[str, Any]]:
+    """A real DeliveryEvent row with this status (on a delivery of a new notification)."""
+    notification_id = notify(persona)
+    with schema_context(persona.tenant.schema_name):
+        delivery = Delivery.objects.get(notification_id=notification_id)
+        event = DeliveryEvent.objects.create(delivery=delivery, status=status, detail=detail)
+        return events_from_rows(
+            DeliveryEvent.objects.filter(id=event.id).select_related("delivery__notification")
+        )
+
+
+def report(persona: Persona, events: list[dict[str, Any]]) -> int:
+    with schema_context(persona.tenant.schema_name):
+        return on_delivery_events(events)
+
+
+def messages_of(persona: Persona, endpoint: Endpoint) -> list[WebhookMessage]:
+    with schema_context(persona.tenant.schema_name):
+        return list(WebhookMessage.objects.filter(endpoint=endpoint).order_by("id"))
+
+
+def attempts_of(persona: Persona, endpoint: Endpoint) -> list[WebhookAttempt]:
+    with schema_context(persona.tenant.schema_name):
+        return list(WebhookAttempt.objects.filter(message__endpoint=endpoint).order_by("id"))
+
+
+def settled(persona: Persona, endpoint: Endpoint, count: int) -> list[WebhookMessage]:
+    """Wait until `count` messages of the endpoint are delivered or failed."""
+
+    def done() -> list[WebhookMessage] | None:
+        rows = messages_of(persona, endpoint)
+        finished = [m for m in rows if m.status != MessageStatus.PENDING]
+        return rows if len(rows) >= count and len(finished) == len(rows) else None
+
+    result: list[WebhookMessage] = wait_until(done, timeout=30)
+    return result
+
+
+def test_a_state_change_reaches_the_tenants_backend_signed(
+    worker: Process, personas: Personas, receiver: WebhookReceiver
+) -> None:
+    endpoint = add_endpoint(personas.alpha, receiver, "/alpha")
+    notification_id = notify(personas.alpha, channels=("email", "in_app"))
+    events = events_of(personas.alpha, notification_id, status="queued")
+    assert len(events) == 2
+
+    assert report(personas.alpha, events) == 2
+
+    (first, second) = settled(personas.alpha, endpoint, 2)
+    assert first.status == second.status == MessageStatus.DELIVERED
+    got = receiver.at("/alpha")
+    assert len(got) == 2
+    assert all(r.verified for r in got)
+    by_event = {r.json()["id"]: r for r in got}
+    event = events[0]
+    sent = by_event[f"evt_{event['id']}"]
+    assert sent.json() == {
+        "id": f"evt_{event['id']}",
+        "type": "delivery.queued",
+        "created_at": event["at"],
+        "data": {
+            "delivery": event["delivery"],
+            "notification": notification_id,
+            "broadcast": None,
+            "channel": event["channel"],
+            "status": "queued",
+            "detail": "",
+        },
+    }
+    assert sent.headers["Herald-Event-Id"] == f"evt_{event['id']}"
+    assert sent.headers["Herald-Delivery-Attempt"] == "1"
+    assert sent.headers["Content-Type"] == "application/json"
+    (attempt, _) = attempts_of(personas.alpha, endpoint)
+    assert attempt.status_code == 200
+    assert attempt.succeeded
+    assert attempt.next_retry_at is None
+    assert '"ok"' in attempt.response_excerpt
+
+
+def test_a_failing_backend_gets_retries_with_growing_gaps_until_it_answers_and_every_try_is_logged(
+    worker: Process, personas: Personas, receiver: WebhookReceiver
+) -> None:
+    endpoint = add_endpoint(personas.alpha, receiver, "/flaky")
+    receiver.fail(2, status=503)
+
+    assert report(personas.alpha, an_event(personas.alpha, "failed", "SMTP said no")) == 1
+
+    (message,) = settled(personas.alpha, endpoint, 1)
+    assert message.status == MessageStatus.DELIVERED
+    assert message.attempts == 3
+    got = receiver.at("/flaky")
+    assert [r.attempt for r in got] == [1, 2, 3]
+    assert len({r.body for r in got}) == 1  # every try sends the same bytes
+    assert all(r.verified for r in got)
+    assert got[0].json()["data"]["detail"] == "SMTP said no"
+    attempts = attempts_of(personas.alpha, endpoint)
+    assert [(a.number, a.status_code, a.succeeded) for a in attempts] == [
+        (1, 503, False),
+        (2, 503, False),
+        (3, 200, True),
+    ]
+    assert attempts[0].error == "HTTP 503"
+    assert all(a.duration_ms >= 0 for a in attempts)
+    # Exponential backoff with +-20% jitter: about base, then base * factor.
+    base, factor = settings.WEBHOOKS["retry_base"], settings.WEBHOOKS["retry_factor"]
+    first_gap = _delay(attempts[0].started_at, attempts[0].next_retry_at)
+    second_gap = _delay(attempts[1].started_at, attempts[1].next_retry_at)
+    assert 0.8 * base <= first_gap <= 1.2 * base + 0.5
+    assert 0.8 * base * factor <= second_gap <= 1.2 * base * factor + 0.5
+    assert got[2].at - got[1].at >= 0.8 * base * factor - 0.05
+
+
+def _delay(start: datetime, due: datetime | None) -> float:
+    assert due is not None
+    return (due - start).total_seconds()
+
+
+def test_after_its_last_try_a_message_is_failed_and_not_sent_again(
+    worker: Process, personas: Personas, receiver: WebhookReceiver
+) -> None:
+    endpoint = add_endpoint(personas.alpha, receiver, "/down")
+    receiver.fail(100, status=500)
+
+    report(personas.alpha, an_event(personas.alpha, "bounced"))
+
+    (message,) = settled(personas.alpha, endpoint, 1)
+    tries = settings.WEBHOOKS["max_attempts"]
+    assert message.status == MessageStatus.FAILED
+    assert message.attempts == tries
+    assert message.last_status_code == 500
+    assert message.next_attempt_at is None
+    attempts = attempts_of(personas.alpha, endpoint)
+    assert [a.number for a in attempts] == list(range(1, tries + 1))
+    assert attempts[-1].next_retry_at is None
+    time.sleep(1.0)
+    assert len(receiver.at("/down")) == tries
+
+
+def test_a_tenant_without_endpoints_pays_no_query_and_gets_nothing_written(personas: Personas) -> None:
+    notification_id = notify(personas.beta)
+    events = events_of(personas.beta, notification_id) * 500  # a big batch
+    report(personas.beta, events)  # the first call may read the endpoints; later ones must not
+
+    with schema_context(personas.beta.tenant.schema_name), CaptureQueriesContext(connection) as queries:
+        written = on_delivery_events(events)
+    assert written == 0
+    assert queries.captured_queries == []
+    with schema_context(personas.beta.tenant.schema_name):
+        assert not WebhookMessage.objects.exists()
+
+
+def test_a_new_endpoint_receives_the_next_batch_at_once(
+    worker: Process, personas: Personas, receiver: WebhookReceiver
+) -> None:
+    report(personas.beta, an_event(personas.beta, "sent"))  # caches "no endpoint"
+    endpoint = add_endpoint(personas.beta, receiver, "/new")
+
+    assert report(personas.beta, an_event(personas.beta, "sent")) == 1
+    settled(personas.beta, endpoint, 1)
+
+
+def test_an_endpoint_gets_only_the_statuses_it_asked_for(
+    worker: Process, personas: Personas, receiver: WebhookReceiver
+) -> None:
+    endpoint = add_endpoint(personas.alpha, receiver, "/failures", statuses=["failed", "bounced"])
+    queued = events_of(personas.alpha, notify(personas.alpha))
+
+    assert report(personas.alpha, queued) == 0
+    assert report(personas.alpha, an_event(personas.alpha, "failed", "mailbox full")) == 1
+
+    (message,) = settled(personas.alpha, endpoint, 1)
+    assert message.event_type == "delivery.failed"
+    assert [r.json()["type"] for r in receiver.at("/failures")] == ["delivery.failed"]
+
+
+def test_one_tenants_events_never_reach_another_tenants_endpoint(
+    worker: Process, personas: Personas, receiver: WebhookReceiver
+) -> None:
+    alpha = add_endpoint(personas.alpha, receiver, "/alpha")
+    beta = add_endpoint(personas.beta, receiver, "/beta")
+
+    report(personas.alpha, an_event(personas.alpha, "delivered"))
+    report(personas.alpha, an_event(personas.alpha, "sent"))
+
+    settled(personas.alpha, alpha, 2)
+    time.sleep(0.5)
+    assert len(receiver.at("/alpha")) == 2
+    assert receiver.at("/beta") == []
+    assert messages_of(personas.beta, beta) == []
+
+
+def test_the_same_event_reported_twice_is_sent_once(
+    worker: Process, personas: Personas, receiver: WebhookReceiver
+) -> None:
+    endpoint = add_endpoint(personas.alpha, receiver, "/once")
+    events = an_event(personas.alpha, "delivered")
+
+    assert report(personas.alpha, events) == 1
+    assert report(personas.alpha, events) == 0
+
+    settled(personas.alpha, endpoint, 1)
+    time.sleep(0.5)
+    assert len(receiver.at("/once")) == 1
+
+
+def test_an_endpoint_deleted_since_it_was_cached_gets_nothing_and_the_others_still_do(
+    worker: Process, personas: Personas, receiver: WebhookReceiver
+) -> None:
+    kept = add_endpoint(personas.alpha, receiver, "/kept")
+    gone = add_endpoint(personas.alpha, receiver, "/deleted")
+    with schema_context(personas.alpha.tenant.schema_name):
+        stale = service.active_endpoints()
+        service.delete_endpoint(gone)
+        cache.set(service._cache_key(personas.alpha.tenant.schema_name), [(e, list(s)) for e, s in stale])
+
+    assert report(personas.alpha, an_event(personas.alpha, "sent")) == 1
+
+    settled(personas.alpha, kept, 1)
+    assert len(receiver.at("/kept")) == 1
+
+
+def test_bad_events_are_logged_and_never_raise(
+    personas: Personas, receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    add_endpoint(personas.alpha, receiver, "/bad")
+
+    assert report(personas.alpha, [{"id": 1, "status": "sent"}]) == 0  # no delivery, no time
+    assert "could not write messages" in caplog.text
+
+
+def test_gone_turns_the_endpoint_off(worker: Process, personas: Personas, receiver: WebhookReceiver) -> None:
+    endpoint = add_endpoint(personas.alpha, receiver, "/gone")
+    receiver.fail(1, status=410)
+
+    report(personas.alpha, an_event(personas.alpha, "sent"))
+
+    (message,) = settled(personas.alpha, endpoint, 1)
+    assert message.status == MessageStatus.FAILED
+    assert message.attempts == 1
+    with schema_context(personas.alpha.tenant.schema_name):
+        endpoint.refresh_from_db()
+    assert not endpoint.is_active
+    assert "410 Gone" in endpoint.disabled_reason
+    assert report(personas.alpha, an_event(personas.alpha, "delivered")) == 0  # the cache knows
+
+
+def test_a_redirect_is_not_followed(worker: Process, personas: Personas, receiver: WebhookReceiver) -> None:
+    endpoint = add_endpoint(personas.alpha, receiver, "/moved")
+    receiver.fail(1, status=302, Location=receiver.url("/elsewhere"))
+
+    report(personas.alpha, an_event(personas.alpha, "sent"))
+
+    settled(personas.alpha, endpoint, 1)
+    assert receiver.at("/elsewhere") == []
+    first = attempts_of(personas.alpha, endpoint)[0]
+    assert first.status_code == 302
+    assert "redirects are not followed" in first.error
+
+
+def test_messages_whose_task_was_lost_are_sent_by_the_periodic_sweep(
+    worker: Process, personas: Personas, receiver: WebhookReceiver
+) -> None:
+    endpoint = add_endpoint(personas.alpha, receiver, "/swept")
+    events = an_event(personas.alpha, "delivered")
+    with schema_context(personas.alpha.tenant.schema_name):
+        # As if the broker had dropped the send task: rows written, nothing enqueued.
+        ids = service._write(events, service.active_endpoints())
+        WebhookMessage.objects.filter(id__in=ids).update(
+            next_attempt_at=timezone.now() - timedelta(minutes=1)
+        )
+        time.sleep(0.5)
+        assert receiver.at("/swept") == []
+        from notifications.webhooks.tasks import send_due
+
+        assert send_due.apply().get() == 1
+
+    (message,) = settled(personas.alpha, endpoint, 1)
+    assert message.status == MessageStatus.DELIVERED
+
+
+# In this process, with no retry published (the session's worker would take it).
+@override_settings(WEBHOOKS={**settings.WEBHOOKS, "schedule_within": 0})
+def test_an_unreachable_endpoint_costs_one_timeout_per_batch_and_every_message_is_logged(
+    personas: Personas, receiver: WebhookReceiver
+) -> None:
+    endpoint = add_endpoint(personas.alpha, receiver, "/slow")
+    receiver.delay = settings.WEBHOOKS["read_timeout"] + 1
+    with schema_context(personas.alpha.tenant.schema_name):
+        ids = service._write(
+            an_event(personas.alpha, "sent") + an_event(personas.alpha, "delivered"),
+            service.active_endpoints(),
+        )
+        started = time.monotonic()
+        stats = sender.send(ids)  # in this process: the worker must not pick them up first
+        took = time.monotonic() - started
+    assert stats == {"retry": 2}
+    assert took < 2 * settings.WEBHOOKS["read_timeout"]
+    first, second = attempts_of(personas.alpha, endpoint)
+    assert first.error == f"no answer within {settings.WEBHOOKS['read_timeout']:g} s"
+    assert second.error.startswith("not tried: no answer within")
+    assert first.next_retry_at is not None
+    assert second.next_retry_at is not None
+    assert len(receiver.at("/slow")) == 1
+
+
+@override_settings(WEBHOOKS={**settings.WEBHOOKS, "allow_local": False, "schedule_within": 0})
+def test_in_production_a_private_address_is_never_called_and_the_attempt_says_why(
+    personas: Personas, receiver: WebhookReceiver
+) -> None:
+    endpoint = add_endpoint(personas.alpha, receiver, "/internal")  # saved as it was in development
+    with schema_context(personas.alpha.tenant.schema_name):
+        ids = service._write(an_event(personas.alpha, "sent"), service.active_endpoints())
+        sender.send(ids)
+    (attempt,) = attempts_of(personas.alpha, endpoint)
+    assert "127.0.0.1 resolves to 127.0.0.1, a private or reserved address" in attempt.error
+    assert receiver.received == []
