@@ -16,7 +16,6 @@ All of this is best effort. The database is the truth: a page that missed a mess
 up from the DeliveryEvent table on reconnect (`/ws/console/?after=<event id>`).
 """
 
-import importlib
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -138,12 +137,10 @@ def publish_events(event_ids: list[int]) -> None:
 
 
 def _to_webhooks(events: list[dict[str, Any]]) -> None:
+    from .webhooks.service import on_delivery_events
+
     try:
-        service = importlib.import_module("notifications.webhooks.service")
-    except ImportError:  # webhooks not installed in this deployment
-        return
-    try:
-        service.on_delivery_events(events)
+        on_delivery_events(events)
     except Exception:  # it promises not to raise; a bug there must not fail a send
         log.warning("live: webhooks could not take %d events", len(events), exc_info=True)
 

@@ -6,11 +6,9 @@ only reads or changes rows of the current tenant's schema, so another tenant's i
 """
 
 import json
-from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
@@ -19,7 +17,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from notifications.console.views import tenant_host_only
+from notifications.console.roles import ADMIN, can, console_view
 from tenants.crypto import DecryptionError, mask
 
 from . import service
@@ -30,9 +28,8 @@ RECENT = 50
 
 
 def can_manage(request: HttpRequest) -> bool:
-    """Whether this user may change webhooks (others may only look). The one place to swap for roles."""
-    user: Any = request.user
-    return bool(user.is_superuser or user.is_staff)
+    """Admins and owners change webhooks; viewers only look."""
+    return can(request, ADMIN)
 
 
 def _require_manage(request: HttpRequest) -> None:
@@ -50,8 +47,7 @@ def _secret_page(request: HttpRequest, endpoint: Endpoint, secret: str, rotated:
     return response
 
 
-@tenant_host_only
-@login_required(login_url="console:login")
+@console_view()
 def endpoint_list(request: HttpRequest) -> HttpResponse:
     endpoints = Endpoint.objects.annotate(
         pending=Count("messages", filter=Q(messages__status=MessageStatus.PENDING)),
@@ -64,8 +60,7 @@ def endpoint_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-@tenant_host_only
-@login_required(login_url="console:login")
+@console_view()
 @never_cache
 def endpoint_create(request: HttpRequest) -> HttpResponse:
     _require_manage(request)
@@ -87,8 +82,7 @@ def endpoint_create(request: HttpRequest) -> HttpResponse:
     return render(request, "console/webhooks/form.html", {"form": form}, status=400 if form.errors else 200)
 
 
-@tenant_host_only
-@login_required(login_url="console:login")
+@console_view()
 def endpoint_detail(request: HttpRequest, pk: str) -> HttpResponse:
     endpoint = get_object_or_404(Endpoint, pk=pk)
     manage = can_manage(request)
@@ -143,8 +137,7 @@ def _secret_hint(endpoint: Endpoint) -> str:
         return "cannot be decrypted with the configured keys: rotate it"
 
 
-@tenant_host_only
-@login_required(login_url="console:login")
+@console_view()
 @require_POST
 @never_cache
 def endpoint_rotate(request: HttpRequest, pk: str) -> HttpResponse:
@@ -156,8 +149,7 @@ def endpoint_rotate(request: HttpRequest, pk: str) -> HttpResponse:
     return _secret_page(request, endpoint, secret, rotated=True)
 
 
-@tenant_host_only
-@login_required(login_url="console:login")
+@console_view()
 @require_POST
 def endpoint_test(request: HttpRequest, pk: str) -> HttpResponseBase:
     _require_manage(request)
@@ -170,8 +162,7 @@ def endpoint_test(request: HttpRequest, pk: str) -> HttpResponseBase:
     return redirect("console:webhooks:detail", pk=endpoint.pk)
 
 
-@tenant_host_only
-@login_required(login_url="console:login")
+@console_view()
 def endpoint_delete(request: HttpRequest, pk: str) -> HttpResponseBase:
     _require_manage(request)
     endpoint = get_object_or_404(Endpoint, pk=pk)
@@ -183,8 +174,7 @@ def endpoint_delete(request: HttpRequest, pk: str) -> HttpResponseBase:
     return render(request, "console/webhooks/delete.html", {"endpoint": endpoint, "count": count})
 
 
-@tenant_host_only
-@login_required(login_url="console:login")
+@console_view()
 def message_detail(request: HttpRequest, pk: str, message_id: int) -> HttpResponse:
     message = get_object_or_404(
         WebhookMessage.objects.select_related("endpoint"), pk=message_id, endpoint_id=pk
@@ -206,8 +196,7 @@ def message_detail(request: HttpRequest, pk: str, message_id: int) -> HttpRespon
     )
 
 
-@tenant_host_only
-@login_required(login_url="console:login")
+@console_view()
 @require_POST
 def message_resend(request: HttpRequest, pk: str, message_id: int) -> HttpResponseBase:
     _require_manage(request)
