@@ -102,14 +102,17 @@ def _page(
     for channel in Channel.values:
         slots = _slots(channel, configs)
         platform = platform_choice(channel)
-        in_use = [s.config.provider for s in slots if s.config] or ([platform.name] if platform else [])
+        uses_platform = (channel, ProviderRole.PRIMARY) not in configs
+        in_use = ([platform.name] if platform and uses_platform else []) + [
+            s.config.provider for s in slots if s.config
+        ]
         channels.append(
             {
                 "key": channel,
                 "label": CHANNEL_LABELS.get(channel, channel),
                 "slots": slots,
                 "platform": platform.name if platform else None,
-                "uses_platform": (channel, ProviderRole.PRIMARY) not in configs,
+                "uses_platform": uses_platform,
                 "health": [_health(channel, name) for name in dict.fromkeys(in_use)],
             }
         )
