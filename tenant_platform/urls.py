@@ -29,5 +29,6 @@ if settings.DEBUG:
     urlpatterns.append(path("dev/", include("tenant_platform.devtools.urls")))
 
 handler400 = "tenant_platform.api_errors.handler400"
+handler403 = "notifications.console.errors.permission_denied"
 handler404 = "tenant_platform.api_errors.handler404"
 handler500 = "tenant_platform.api_errors.handler500"

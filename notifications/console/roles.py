@@ -26,6 +26,14 @@ ROLE_LABELS = {VIEWER: "Viewer", ADMIN: "Admin", OWNER: "Owner"}
 View = Callable[..., HttpResponseBase]
 
 
+class RoleRequired(PermissionDenied):
+    """A console page or action needs a role the user lacks; the 403 page names it."""
+
+    def __init__(self, needed: str) -> None:
+        super().__init__(f"This needs the {ROLE_LABELS[needed]} role.")
+        self.needed = needed
+
+
 def role_of(user: AbstractBaseUser | AnonymousUser) -> str | None:
     """The user's highest role in this tenant, or None (cached on the user object per request)."""
     if not user.is_authenticated or not user.is_active:
@@ -77,7 +85,7 @@ def console_view(needed: str = VIEWER) -> Callable[[View], View]:
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if not has_role(request.user, needed):
-                raise PermissionDenied(f"This needs the {ROLE_LABELS[needed]} role.")
+                raise RoleRequired(needed)
             return view(request, *args, **kwargs)
 
         return tenant_host_only(login_required(login_url="console:login")(wrapper))

@@ -54,6 +54,7 @@ TENANT_APPS = [
     "django.contrib.auth",
     "django.contrib.sessions",
     "notifications",
+    "notifications.console",
     "notifications.webhooks",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
@@ -81,6 +82,13 @@ MIDDLEWARE = [
 ROOT_URLCONF = "tenant_platform.urls"
 LOGIN_URL = "console:login"
 LOGIN_REDIRECT_URL = "console:notifications"
+# Passwords the console's users choose (accepting an invitation) are checked by Django's validators.
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
 WSGI_APPLICATION = "tenant_platform.wsgi.application"
 ASGI_APPLICATION = "tenant_platform.asgi.application"
 
