@@ -200,6 +200,8 @@ def _form_variants(post: Any) -> list[tuple[str, dict[str, str]]]:
         prefix = f"variant-{i}"
         v = {f: post.get(f"{prefix}-{f}", "").replace("\r\n", "\n") for f in VARIANT_FIELDS}
         v["locale"] = v["locale"].strip()
+        if not v["locale"]:
+            del v["locale"]  # the default locale, as the API takes it: no locale at all
         if any(v[f].strip() for f in TEXT_FIELDS):
             found.append((prefix, v))
     return found
