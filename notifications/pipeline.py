@@ -333,3 +333,42 @@ def transition(delivery_id: uuid.UUID | str, status: str, detail: str = "", **fi
         if moved:
             record_events([delivery_id], status, detail)
     return bool(moved)
+
+
+# Retry from the console: the one path out of `failed`. transition() keeps refusing failed ->
+# queued for every other caller (a late provider report must never revive a failed delivery).
+RETRY_FROM: frozenset[str] = frozenset({DeliveryStatus.FAILED})
+
+
+def retry(delivery_ids: Iterable[uuid.UUID | str], by: str = "") -> list[str]:
+    """Move failed deliveries back to queued and enqueue them; return the ids moved.
+
+    Only deliveries that reached a provider (attempts > 0) move: one that failed when it was
+    accepted (no address for the channel, content that can't be rendered) would fail the same
+    way again. The attempts history is kept; `next_attempt_at` is cleared so the sweeper and
+    the send task treat it as due now.
+    """
+    ids = [str(i) for i in delivery_ids]
+    if not ids:
+        return []
+    now = timezone.now()
+    detail = f"retried from the console by {by}" if by else "retried from the console"
+    with transaction.atomic():
+        rows = list(
+            Delivery.objects.select_for_update(of=("self",))
+            .filter(id__in=ids, status__in=RETRY_FROM, attempts__gt=0)
+            .values_list("id", "notification__priority")
+        )
+        moved = [delivery_id for delivery_id, _ in rows]
+        if not moved:
+            return []
+        Delivery.objects.filter(id__in=moved).update(
+            status=DeliveryStatus.QUEUED, updated_at=now, next_attempt_at=None
+        )
+        record_events(moved, DeliveryStatus.QUEUED, detail)
+        by_priority: dict[str, list[str]] = {}
+        for delivery_id, priority in rows:
+            by_priority.setdefault(priority, []).append(str(delivery_id))
+        schema = current_schema()
+        transaction.on_commit(lambda: enqueue_all(by_priority, schema=schema))
+    return [str(i) for i in moved]

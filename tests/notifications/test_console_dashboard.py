@@ -1,0 +1,134 @@
+"""The console's dashboard: counters and sends per channel and state, from grouped queries."""
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+from django_tenants.utils import schema_context
+
+from notifications.console import stats
+from notifications.models import DeliveryEvent
+from tests.conftest import Personas
+from tests.notifications.console_support import make_notification, signed_in, user_with_role
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def alpha(personas: Personas) -> Client:
+    return signed_in(personas.alpha.domain, "owner@alpha.test")
+
+
+def figures(client: Client) -> dict[str, Any]:
+    response = client.get("/console/dashboard/data/")
+    assert response.status_code == 200
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def per(window: dict[str, Any], channel: str, status: str) -> int:
+    return sum(n for _, c, s, n in window["rows"] if c == channel and s == status)
+
+
+def test_console_home_is_the_dashboard_with_counters_and_a_chart(alpha: Client) -> None:
+    response = alpha.get("/console/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    for element in ('id="counter-sent"', 'id="counter-failed"', 'id="counter-queued"', 'id="sends-chart"'):
+        assert element in page
+    assert 'id="dashboard-data"' in page
+    assert "herald/console/dashboard.js" in page
+
+
+def test_sends_are_counted_per_channel_and_state_in_the_last_hour_and_today(alpha: Client) -> None:
+    before = figures(alpha)
+    make_notification("alpha", [("email", "sent"), ("sms", "failed")])
+    make_notification("alpha", [("email", "sent")])
+    after = figures(alpha)
+    for window in ("hour", "day"):
+        assert per(after[window], "email", "sent") - per(before[window], "email", "sent") == 2
+        assert per(after[window], "sms", "failed") - per(before[window], "sms", "failed") == 1
+        assert per(after[window], "email", "queued") - per(before[window], "email", "queued") == 2
+    assert after["counters"]["sent"]["hour"] - before["counters"]["sent"]["hour"] == 2
+    assert after["counters"]["sent"]["today"] - before["counters"]["sent"]["today"] == 2
+    assert after["counters"]["failed"]["hour"] - before["counters"]["failed"]["hour"] == 1
+    assert after["gauges"]["notifications_today"] - before["gauges"]["notifications_today"] == 2
+
+
+def test_the_gauges_count_what_is_queued_and_sending_now(alpha: Client) -> None:
+    before = figures(alpha)["gauges"]
+    make_notification("alpha", [("email", "queued"), ("sms", "sending"), ("push", "sent")])
+    after = figures(alpha)["gauges"]
+    assert after["queued"] - before["queued"] == 1
+    assert after["sending"] - before["sending"] == 1
+
+
+def test_events_older_than_the_window_are_left_out(personas: Personas) -> None:
+    now = timezone.now() + timedelta(days=400)  # a window of our own, after every other event
+    n = make_notification("alpha", [("email", "sent")])
+    with schema_context("alpha"):
+        delivery = n.deliveries.get()
+        at = [now - timedelta(minutes=90), now - timedelta(minutes=30), now - timedelta(minutes=1)]
+        for moment in at:
+            DeliveryEvent.objects.create(delivery=delivery, status="delivered", created_at=moment)
+        hour, day = stats.series("hour", now), stats.series("day", now)
+    assert per(hour, "email", "delivered") == 2
+    assert per(day, "email", "delivered") == 3
+    assert hour["count"] == 60
+    assert day["count"] == 24
+    minute_buckets = sorted(index for index, _, status, _ in hour["rows"] if status == "delivered")
+    assert minute_buckets == [29, 58]  # 30 and 1 minutes before `now`, in a 60-minute window
+
+
+def test_the_first_event_of_a_window_is_found_by_its_id(personas: Personas) -> None:
+    start = timezone.now() + timedelta(days=800)
+    n = make_notification("alpha", [("email", "queued")])
+    with schema_context("alpha"):
+        delivery = n.deliveries.get()
+        made = [
+            DeliveryEvent.objects.create(
+                delivery=delivery, status="sent", created_at=start + timedelta(seconds=i)
+            )
+            for i in range(37)
+        ]
+        assert stats.first_event_id_since(start + timedelta(seconds=20)) == made[20].id
+        assert stats.first_event_id_since(start) == made[0].id
+        assert stats.first_event_id_since(start + timedelta(seconds=99)) is None
+
+
+def test_recent_failures_link_to_their_notification(alpha: Client) -> None:
+    n = make_notification(
+        "alpha", [("sms", "failed")], last_error="twilio: 21211 invalid 'To' number", attempts=1
+    )
+    page = alpha.get("/console/").content.decode()
+    assert "21211 invalid" in page
+    assert f"/console/notifications/{n.id}/" in page
+    partial = alpha.get("/console/dashboard/failures/").content.decode()
+    assert f'data-notification-id="{n.id}"' in partial
+
+
+def test_a_viewer_sees_the_dashboard(personas: Personas) -> None:
+    viewer = user_with_role("alpha", personas.alpha.domain, "viewer")
+    assert viewer.get("/console/").status_code == 200
+    assert viewer.get("/console/dashboard/data/").status_code == 200
+
+
+def test_another_tenants_figures_are_not_counted(personas: Personas) -> None:
+    beta = signed_in(personas.beta.domain, "owner@beta.test")
+    before = figures(beta)
+    make_notification("alpha", [("email", "sent")])
+    after = figures(beta)
+    assert per(after["hour"], "email", "sent") == per(before["hour"], "email", "sent")
+
+
+def test_the_navigation_links_only_pages_that_exist(alpha: Client) -> None:
+    page = alpha.get("/console/").content.decode()
+    for name in ("console:notifications", "console:broadcasts", "console:templates", "console:topics"):
+        assert f'data-nav="{name}"' in page
+    assert 'data-nav="console:dashboard"' in page
+    assert 'aria-current="page"' in page
+    assert 'data-live-url="/ws/console/"' in page
+    assert 'id="live-state"' in page
+    assert "herald/console/live.js" in page
