@@ -257,7 +257,7 @@ def accept_invite(request: HttpRequest, token: str) -> HttpResponseBase:
             locked.save(update_fields=["accepted_at"])
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, f"Welcome to {tenant_name}: you are {ROLE_LABELS[locked.role]}.")
-        return HttpResponseRedirect(reverse("console:home"))
+        return HttpResponseRedirect(reverse("console:dashboard"))
     context = {
         "invitation": invitation,
         "role": ROLE_LABELS[invitation.role],
