@@ -71,7 +71,7 @@ def test_each_period_is_one_grouped_query(personas: Personas) -> None:
     client = owner(personas.beta.domain)
     with CaptureQueriesContext(connection) as queries:
         assert client.get("/console/usage/").status_code == 200
-    on_deliveries = [q["sql"] for q in queries.captured_queries if "notifications_delivery" in q["sql"]]
+    on_deliveries = [q["sql"] for q in queries.captured_queries if '"notifications_delivery"' in q["sql"]]
     assert len(on_deliveries) == 2
     assert all("GROUP BY" in sql for sql in on_deliveries)
 
