@@ -81,7 +81,7 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "tenant_platform.urls"
 LOGIN_URL = "console:login"
-LOGIN_REDIRECT_URL = "console:notifications"
+LOGIN_REDIRECT_URL = "console:dashboard"
 # Passwords the console's users choose (accepting an invitation) are checked by Django's validators.
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
