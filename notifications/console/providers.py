@@ -34,6 +34,10 @@ from .roles import ADMIN, VIEWER, can, console_view
 IDENTIFYING_SECRETS = frozenset({"account_sid"})
 BOOLEAN_SETTINGS = frozenset({"use_tls", "use_ssl"})
 INTEGER_SETTINGS = frozenset({"port"})
+# The tenant's VAPID key pair, made at provisioning: browsers subscribed with its public key, so
+# replacing or dropping it would silently cut off every subscription. The console keeps it.
+KEPT_SETTINGS = frozenset({"vapid_public_key"})
+KEPT_SECRETS = frozenset({"vapid_private_key"})
 CHANNEL_LABELS = {"email": "Email", "sms": "SMS", "push": "Web push", "in_app": "In-app feed"}
 TEST_ADDRESS_LABEL = {
     "email": "Email address",
@@ -149,12 +153,19 @@ def _check_slot(channel: str, role: str) -> None:
         raise Http404(f"No provider slot {channel}/{role}.")
 
 
-def _form_values(request: HttpRequest, name: str) -> tuple[dict[str, Any], dict[str, str], list[str]]:
-    """(settings, secrets, errors) from the edit form for provider `name`."""
+def _form_values(
+    request: HttpRequest, name: str, kept: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """(settings, secrets, errors) from the edit form for provider `name`; `kept`: the stored
+    values of KEPT_SETTINGS, which the form cannot change."""
     cls = provider_class(name)
     settings: dict[str, Any] = {}
     errors: list[str] = []
     for field in cls.setting_fields:
+        if field in KEPT_SETTINGS:
+            if field in kept:
+                settings[field] = kept[field]
+            continue
         raw = request.POST.get(f"setting_{field}", "").strip()
         if field in BOOLEAN_SETTINGS:
             settings[field] = raw == "on"
@@ -170,7 +181,8 @@ def _form_values(request: HttpRequest, name: str) -> tuple[dict[str, Any], dict[
     secrets = {
         field: value
         for field in cls.secret_fields
-        if (value := request.POST.get(f"secret_{field}", ""))  # blank: keep what is stored
+        if field not in KEPT_SECRETS
+        and (value := request.POST.get(f"secret_{field}", ""))  # blank: keep what is stored
     }
     return settings, secrets, errors
 
@@ -186,9 +198,11 @@ def edit_provider(request: HttpRequest, channel: str, role: str) -> HttpResponse
     )
     if name not in names:
         name = names[0] if names else ""
+    same = existing is not None and existing.provider == name
+    kept = {k: v for k, v in existing.settings.items() if k in KEPT_SETTINGS} if existing and same else {}
     errors: dict[str, list[str]] = {}
     if request.method == "POST" and name:
-        settings, secrets, problems = _form_values(request, name)
+        settings, secrets, problems = _form_values(request, name, kept)
         if problems:
             errors["settings"] = problems
         else:
@@ -202,7 +216,6 @@ def edit_provider(request: HttpRequest, channel: str, role: str) -> HttpResponse
                 return redirect("console:providers")
             errors = {k: [str(e) for e in v] for k, v in data.errors.items()}
     cls = provider_class(name) if name else None
-    same = existing is not None and existing.provider == name
     stored: dict[str, Any] = {}
     if same and existing is not None:
         try:
@@ -221,12 +234,15 @@ def edit_provider(request: HttpRequest, channel: str, role: str) -> HttpResponse
             {
                 "name": f,
                 "bool": f in BOOLEAN_SETTINGS,
-                "value": values.get(f"setting_{f}" if request.method == "POST" else f, ""),
+                "kept": f in KEPT_SETTINGS,
+                "value": kept.get(f, "")
+                if f in KEPT_SETTINGS
+                else values.get(f"setting_{f}" if request.method == "POST" else f, ""),
             }
             for f in (cls.setting_fields if cls else ())
         ],
         "secret_fields": [
-            {"name": f, "stored": shown_secrets(stored).get(f, "")}
+            {"name": f, "stored": shown_secrets(stored).get(f, ""), "kept": f in KEPT_SECRETS}
             for f in (cls.secret_fields if cls else ())
         ],
         "errors": errors,
@@ -258,6 +274,13 @@ def disable_provider(request: HttpRequest, channel: str, role: str) -> HttpRespo
     config = ProviderConfig.objects.filter(channel=channel, role=role, is_active=True).first()
     if config is None:
         raise Http404(f"No {channel} {role} provider is set.")
+    if set(config.settings) & KEPT_SETTINGS:
+        messages.error(
+            request,
+            f"The {config.provider} account holds {request.tenant.name}'s push keys: disabling it would "  # type: ignore[attr-defined]
+            "make new ones, and every browser subscribed now would stop receiving pushes. It stays.",
+        )
+        return redirect("console:providers")
     config.is_active = False
     config.updated_at = timezone.now()
     config.save(update_fields=["is_active", "updated_at"])

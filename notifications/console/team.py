@@ -17,7 +17,7 @@ from django.contrib.auth import get_user_model, login
 from django.contrib.auth.password_validation import password_validators_help_texts, validate_password
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
@@ -246,15 +246,22 @@ def accept_invite(request: HttpRequest, token: str) -> HttpResponseBase:
     user = get_user_model()(username=invitation.email, email=invitation.email)
     form = AcceptForm(request.POST or None, user=user)
     if request.method == "POST" and form.is_valid():
-        with transaction.atomic():
-            locked = Invite.objects.select_for_update().get(pk=invitation.pk)
-            if locked.accepted_at is not None:
-                return _invite_problem(request, "This invitation was already used", "Sign in instead.", 410)
-            user.set_password(form.cleaned_data["password1"])
-            user.save()
-            set_role(user, locked.role)
-            locked.accepted_at = timezone.now()
-            locked.save(update_fields=["accepted_at"])
+        try:
+            with transaction.atomic():
+                locked = Invite.objects.select_for_update().get(pk=invitation.pk)
+                if locked.accepted_at is not None:
+                    return _invite_problem(
+                        request, "This invitation was already used", "Sign in instead.", 410
+                    )
+                user.set_password(form.cleaned_data["password1"])
+                user.save()
+                set_role(user, locked.role)
+                locked.accepted_at = timezone.now()
+                locked.save(update_fields=["accepted_at"])
+        except IntegrityError:  # the same email joined in the meantime (another request)
+            return _invite_problem(
+                request, "You are already a member", f"Sign in to {tenant_name} with {invitation.email}.", 409
+            )
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, f"Welcome to {tenant_name}: you are {ROLE_LABELS[locked.role]}.")
         return HttpResponseRedirect(reverse("console:dashboard"))

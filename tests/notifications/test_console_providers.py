@@ -224,3 +224,38 @@ def test_send_test_delivers_a_real_message_and_links_to_its_page(
     detail = client.get(f"/console/notifications/{link.group(1)}/")
     assert detail.status_code == 200
     assert address in detail.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_push_key_pair_survives_an_edit_and_cannot_be_disabled(personas: Personas) -> None:
+    with schema_context("alpha"):
+        before = ProviderConfig.objects.get(channel="push", role="primary", is_active=True)
+        keys = (before.settings["vapid_public_key"], decrypt_json(before.secrets_encrypted))
+    client = owner(personas.alpha.domain)
+    form = {
+        "provider": "webpush",
+        "setting_subject": "mailto:ops@alpha.test",
+        "setting_vapid_public_key": "forged",
+        "secret_vapid_private_key": "forged",
+    }
+    assert client.post("/console/providers/push/primary/", form).status_code == 302
+    refused = client.post("/console/providers/push/primary/disable/", follow=True)
+    assert "would stop receiving pushes" in refused.content.decode()
+    with schema_context("alpha"):
+        after = ProviderConfig.objects.get(channel="push", role="primary", is_active=True)
+        assert after.settings["subject"] == "mailto:ops@alpha.test"
+        assert (after.settings["vapid_public_key"], decrypt_json(after.secrets_encrypted)) == keys
+
+
+@pytest.mark.django_db
+def test_provider_forms_need_csrf(personas: Personas) -> None:
+    strict = Client(HTTP_HOST=personas.alpha.domain, enforce_csrf_checks=True)
+    strict.login(username="owner@alpha.test", password="pw")
+    assert strict.post("/console/providers/sms/primary/", TWILIO_FORM).status_code == 403
+    assert (
+        strict.post("/console/providers/test/", {"channel": "email", "to": "c@example.com"}).status_code
+        == 403
+    )
+    with schema_context("alpha"):
+        assert not ProviderConfig.objects.filter(channel="sms", is_active=True).exists()
+        assert not Delivery.objects.filter(address="c@example.com").exists()

@@ -306,3 +306,15 @@ def test_a_lone_owner_is_told_how_to_invite_colleagues(personas: Personas) -> No
     assert "just you so far" in text
     assert "Invite someone" in text
     assert "No pending invitations" in text
+
+
+def test_an_invite_for_someone_who_joined_meanwhile_says_so(personas: Personas, mail: FakeSmtpServer) -> None:
+    invite(owner(personas.alpha.domain), "meanwhile@example.com", "admin")
+    path = link_in_mail(mail, "meanwhile@example.com")["path"]
+    member("alpha", "meanwhile@example.com", "viewer")
+    response = Client(HTTP_HOST=personas.alpha.domain).post(
+        path, {"password1": "kettle-harbour-93", "password2": "kettle-harbour-93"}
+    )
+    assert response.status_code == 409
+    assert "already a member" in response.content.decode()
+    assert role_in("alpha", "meanwhile@example.com") == "viewer"
