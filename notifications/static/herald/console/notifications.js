@@ -53,8 +53,17 @@
       C.setStatus(row.querySelector(".status"), C.summarize(statuses));
     };
 
+    // New rows are asked for at most twice a second: under a flood the page stays one request
+    // behind, not one request per frame.
+    var lastFetch = 0, FETCH_EVERY = 500, retryTimer = null;
     var fetchNew = function () {
       if (fetching || !unseen.size) return;
+      var wait = lastFetch + FETCH_EVERY - Date.now();
+      if (wait > 0) {
+        if (!retryTimer) retryTimer = setTimeout(function () { retryTimer = null; fetchNew(); }, wait);
+        return;
+      }
+      lastFetch = Date.now();
       var ids = Array.from(unseen).slice(-50); // the newest, if a flood arrived
       unseen.clear();
       ids.forEach(function (id) { asked.add(id); });
