@@ -82,7 +82,8 @@
     if (failed) refreshFailures();
     redraw();
   });
-  C.onLive("state", function (msg) { if (msg.state === "live") resync(); });
+  // The stream replays what a reconnect missed; when it missed more than it can replay, re-read.
+  C.onLive("resync", function () { resync(); loadFailures(); });
 
   function resync() {
     C.getJSON(config.dataUrl).then(function (data) { load(data); redraw(); }).catch(function () {});

@@ -92,6 +92,24 @@
       if (empty) empty.hidden = true;
     };
 
+    // More was missed than the stream replays: re-read the rows on the page (and look for new ones).
+    var reread = function () {
+      var ids = Array.from(rows.keys()).slice(0, 50);
+      if (!ids.length) return;
+      var query = ids.map(function (id) { return "id=" + encodeURIComponent(id); }).join("&");
+      C.getText(table.dataset.rowsUrl + "?" + query).then(function (html) {
+        var fragment = C.fragment(html || "");
+        fragment.querySelectorAll("tr[data-notification-id]").forEach(function (fresh) {
+          var old = rows.get(fresh.dataset.notificationId);
+          if (!old) return;
+          forget(old);
+          old.replaceWith(fresh);
+          index(fresh);
+        });
+      }).catch(function () {});
+    };
+    C.onLive("resync", reread);
+
     C.onLive("events", function (msg) {
       var events = msg.events;
       for (var i = 0; i < events.length; i++) {
@@ -139,6 +157,6 @@
       }
       if (mine) { summarize(); schedule(); }
     });
-    C.onLive("state", function (msg) { if (msg.state === "live") refresh(); });
+    C.onLive("resync", refresh);
   }
 })();
