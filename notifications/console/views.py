@@ -17,6 +17,7 @@ View = Callable[..., HttpResponseBase]
 class LoginView(auth_views.LoginView):
     template_name = "console/login.html"
     redirect_authenticated_user = True
+    next_page = "console:dashboard"
 
 
 login = tenant_host_only(LoginView.as_view())

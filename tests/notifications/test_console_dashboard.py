@@ -132,3 +132,13 @@ def test_the_navigation_links_only_pages_that_exist(alpha: Client) -> None:
     assert 'data-live-url="/ws/console/"' in page
     assert 'id="live-state"' in page
     assert "herald/console/live.js" in page
+
+
+def test_a_navigation_link_to_a_page_that_does_not_exist_renders_nothing() -> None:
+    from django.template import Context, Template
+
+    rendered = Template(
+        '{% load console_tags %}[{% console_link "console:no_such_page" "Nowhere" %}]'
+        '{% console_link "console:topics" "Topics" as topics %}{{ topics }}'
+    ).render(Context({}))
+    assert rendered == '[]<a href="/console/topics/" class="nav-link" data-nav="console:topics">Topics</a>'

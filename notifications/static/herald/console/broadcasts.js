@@ -68,6 +68,7 @@
   }
 
   C.onLive("broadcast", function (msg) { receive(msg.broadcast); });
+  C.onLive("resync", function () { poll(); });
 
   function poll() {
     var bars = document.querySelectorAll('.progress[data-broadcast-id][data-complete="false"]');

@@ -5,14 +5,11 @@
 (function () {
   "use strict";
 
-  var stateEl = document.getElementById("live-state");
-  var LABELS = { connecting: "connecting", live: "live", offline: "offline" };
-
   function setState(state) {
-    if (!stateEl) return;
-    stateEl.dataset.state = state;
-    stateEl.textContent = LABELS[state] || state;
-    stateEl.title = state === "live" ? "Live updates on" : "Live updates " + state;
+    var el = document.getElementById("live-state");
+    if (!el) return;
+    el.dataset.state = state;
+    el.textContent = state === "offline" ? "Offline" : state;
   }
 
   var Console = {
@@ -72,7 +69,8 @@
     },
   };
 
-  setState(Console.state);
-  Console.onLive("state", function (msg) { Console.state = msg.state; setState(msg.state); });
+  // live.js keeps the indicator itself; without it the page says it is offline.
+  if (!window.HeraldLive) setState("offline");
+  Console.onLive("state", function (msg) { Console.state = msg.state; });
   window.HeraldConsole = Console;
 })();

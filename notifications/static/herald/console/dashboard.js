@@ -82,7 +82,8 @@
     if (failed) refreshFailures();
     redraw();
   });
-  C.onLive("state", function (msg) { if (msg.state === "live") resync(); });
+  // The stream replays what a reconnect missed; when it missed more than it can replay, re-read.
+  C.onLive("resync", function () { resync(); loadFailures(); });
 
   function resync() {
     C.getJSON(config.dataUrl).then(function (data) { load(data); redraw(); }).catch(function () {});
@@ -143,10 +144,10 @@
   var svg = chartEl.querySelector("svg"), tip = chartEl.querySelector(".tip");
   var bars = []; // what each drawn column holds, for the tooltip
 
+  /* The top of the y axis: four gridline steps of 1, 2 or 5 x 10^k, so every label is whole. */
   function niceMax(n) {
-    if (n <= 5) return 5;
-    var p = Math.pow(10, Math.floor(Math.log10(n))), m = n / p;
-    return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p;
+    var raw = Math.max(n, 4) / 4, p = Math.pow(10, Math.floor(Math.log10(raw))), m = raw / p;
+    return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p * 4;
   }
 
   function pad(n) { return (n < 10 ? "0" : "") + n; }
@@ -175,7 +176,7 @@
     for (var g = 0; g <= 4; g++) {
       var gy = top + plotH - (plotH * g) / 4;
       parts.push('<line x1="' + left + '" x2="' + (width - right) + '" y1="' + gy + '" y2="' + gy + '" stroke="#eef0f3"/>');
-      parts.push('<text x="' + (left - 6) + '" y="' + (gy + 4) + '" text-anchor="end" font-size="10" fill="#8a93a4">' + Math.round((top_ * g) / 4).toLocaleString() + "</text>");
+      parts.push('<text x="' + (left - 6) + '" y="' + (gy + 4) + '" text-anchor="end" font-size="10" fill="#8a93a4">' + ((top_ * g) / 4).toLocaleString() + "</text>");
     }
     var every = view.window === "hour" ? 10 : 4;
     bars.forEach(function (bar, i) {

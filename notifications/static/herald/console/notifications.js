@@ -53,8 +53,17 @@
       C.setStatus(row.querySelector(".status"), C.summarize(statuses));
     };
 
+    // New rows are asked for at most twice a second: under a flood the page stays one request
+    // behind, not one request per frame.
+    var lastFetch = 0, FETCH_EVERY = 500, retryTimer = null;
     var fetchNew = function () {
       if (fetching || !unseen.size) return;
+      var wait = lastFetch + FETCH_EVERY - Date.now();
+      if (wait > 0) {
+        if (!retryTimer) retryTimer = setTimeout(function () { retryTimer = null; fetchNew(); }, wait);
+        return;
+      }
+      lastFetch = Date.now();
       var ids = Array.from(unseen).slice(-50); // the newest, if a flood arrived
       unseen.clear();
       ids.forEach(function (id) { asked.add(id); });
@@ -82,6 +91,24 @@
       var empty = document.getElementById("notifications-empty");
       if (empty) empty.hidden = true;
     };
+
+    // More was missed than the stream replays: re-read the rows on the page (and look for new ones).
+    var reread = function () {
+      var ids = Array.from(rows.keys()).slice(0, 50);
+      if (!ids.length) return;
+      var query = ids.map(function (id) { return "id=" + encodeURIComponent(id); }).join("&");
+      C.getText(table.dataset.rowsUrl + "?" + query).then(function (html) {
+        var fragment = C.fragment(html || "");
+        fragment.querySelectorAll("tr[data-notification-id]").forEach(function (fresh) {
+          var old = rows.get(fresh.dataset.notificationId);
+          if (!old) return;
+          forget(old);
+          old.replaceWith(fresh);
+          index(fresh);
+        });
+      }).catch(function () {});
+    };
+    C.onLive("resync", reread);
 
     C.onLive("events", function (msg) {
       var events = msg.events;
@@ -130,6 +157,6 @@
       }
       if (mine) { summarize(); schedule(); }
     });
-    C.onLive("state", function (msg) { if (msg.state === "live") refresh(); });
+    C.onLive("resync", refresh);
   }
 })();
