@@ -10,8 +10,10 @@
  * The page says where to connect and from which event on: <body data-live-url="/ws/console/"
  * data-live-after="<last event id when the page was rendered>">. After a lost connection it
  * reconnects with backoff and asks for everything after the last event it saw, so nothing
- * between the render and now is missed. The server may resend a few events (it replays a small
- * overlap, see notifications/realtime/console.py); they are dropped here by id.
+ * between the render and now is missed. The server also replays a small overlap before that
+ * point (an event can commit after one with a larger id, see notifications/realtime/console.py):
+ * what was already seen, or was already in the rendered page (ids up to data-live-after), is
+ * dropped here by id, so counters never count an event twice.
  */
 (function () {
   "use strict";
@@ -24,6 +26,7 @@
   var seenOrder = [];
   var latestByDelivery = new Map();
   var last = null;
+  var floor = null; // the page's data already holds every event up to this id
   var socket = null;
   var state = "offline";
   var attempts = 0;
@@ -68,7 +71,7 @@
     var fresh = [];
     for (var i = 0; i < events.length; i++) {
       var e = events[i];
-      if (seen.has(e.id)) continue;
+      if (seen.has(e.id) || (floor !== null && e.id <= floor)) continue;
       remember(e.id);
       if (last === null || e.id > last) last = e.id;
       var newest = latestByDelivery.get(e.delivery);
@@ -144,7 +147,10 @@
 
   function start() {
     var after = parseInt(document.body.dataset.liveAfter || "", 10);
-    if (last === null && !isNaN(after)) last = after;
+    if (last === null && !isNaN(after)) {
+      last = after;
+      floor = after;
+    }
     paused = false;
     connect();
   }
