@@ -404,3 +404,35 @@ def test_in_production_a_private_address_is_never_called_and_the_attempt_says_wh
     (attempt,) = attempts_of(personas.alpha, endpoint)
     assert "127.0.0.1 resolves to 127.0.0.1, a private or reserved address" in attempt.error
     assert receiver.received == []
+
+
+def test_old_sent_and_failed_messages_are_pruned_and_pending_ones_kept(
+    personas: Personas, receiver: WebhookReceiver
+) -> None:
+    endpoint = add_endpoint(personas.alpha, receiver, "/old")
+    old = timezone.now() - timedelta(days=settings.WEBHOOKS["retention_days"] + 1)
+    with schema_context(personas.alpha.tenant.schema_name):
+        rows = {
+            status: WebhookMessage.objects.create(
+                endpoint=endpoint,
+                event_id=f"evt_{status}",
+                event_type="t",
+                body="{}",
+                status=status,
+                created_at=old,
+            )
+            for status in MessageStatus.values
+        }
+        WebhookAttempt.objects.create(message=rows[MessageStatus.DELIVERED], number=1)
+        recent = WebhookMessage.objects.create(
+            endpoint=endpoint,
+            event_id="evt_recent",
+            event_type="t",
+            body="{}",
+            status=MessageStatus.DELIVERED,
+        )
+
+        assert sender.prune() == {"messages": 2, "attempts": 1}
+
+        left = set(WebhookMessage.objects.values_list("id", flat=True))
+    assert left == {rows[MessageStatus.PENDING].id, recent.id}
