@@ -404,3 +404,85 @@ def test_in_production_a_private_address_is_never_called_and_the_attempt_says_wh
     (attempt,) = attempts_of(personas.alpha, endpoint)
     assert "127.0.0.1 resolves to 127.0.0.1, a private or reserved address" in attempt.error
     assert receiver.received == []
+
+
+def test_old_sent_and_failed_messages_are_pruned_and_pending_ones_kept(
+    personas: Personas, receiver: WebhookReceiver
+) -> None:
+    endpoint = add_endpoint(personas.alpha, receiver, "/old")
+    old = timezone.now() - timedelta(days=settings.WEBHOOKS["retention_days"] + 1)
+    with schema_context(personas.alpha.tenant.schema_name):
+        rows = {
+            status: WebhookMessage.objects.create(
+                endpoint=endpoint,
+                event_id=f"evt_{status}",
+                event_type="t",
+                body="{}",
+                status=status,
+                created_at=old,
+            )
+            for status in MessageStatus.values
+        }
+        WebhookAttempt.objects.create(message=rows[MessageStatus.DELIVERED], number=1)
+        recent = WebhookMessage.objects.create(
+            endpoint=endpoint,
+            event_id="evt_recent",
+            event_type="t",
+            body="{}",
+            status=MessageStatus.DELIVERED,
+        )
+
+        assert sender.prune() == {"messages": 2, "attempts": 1}
+
+        left = set(WebhookMessage.objects.values_list("id", flat=True))
+    assert left == {rows[MessageStatus.PENDING].id, recent.id}
+
+
+def test_a_later_retry_after_is_respected(
+    worker: Process, personas: Personas, receiver: WebhookReceiver
+) -> None:
+    endpoint = add_endpoint(personas.alpha, receiver, "/busy")
+    receiver.fail(1, status=429, Retry_After="1")
+
+    report(personas.alpha, an_event(personas.alpha, "sent"))
+
+    settled(personas.alpha, endpoint, 1)
+    first, second = attempts_of(personas.alpha, endpoint)
+    assert first.status_code == 429
+    assert second.succeeded
+    assert _delay(first.started_at, first.next_retry_at) >= 1.0  # not the 0.3 s of the backoff
+    got = receiver.at("/busy")
+    assert got[1].at - got[0].at >= 0.95
+
+
+def test_a_failed_message_resent_from_the_console_gets_a_new_round_and_arrives(
+    worker: Process, personas: Personas, receiver: WebhookReceiver
+) -> None:
+    endpoint = add_endpoint(personas.alpha, receiver, "/later")
+    tries = settings.WEBHOOKS["max_attempts"]
+    receiver.fail(tries, status=500)
+    report(personas.alpha, an_event(personas.alpha, "failed"))
+    (message,) = settled(personas.alpha, endpoint, 1)
+    assert message.status == MessageStatus.FAILED
+
+    with schema_context(personas.alpha.tenant.schema_name):
+        service.resend(message)
+
+    wait_until(lambda: messages_of(personas.alpha, endpoint)[0].status == MessageStatus.DELIVERED, timeout=20)
+    got = receiver.at("/later")
+    assert [r.attempt for r in got] == list(range(1, tries + 2))
+    assert got[-1].verified
+
+
+def test_a_test_event_reaches_the_endpoint_whatever_its_filter(
+    worker: Process, personas: Personas, receiver: WebhookReceiver
+) -> None:
+    endpoint = add_endpoint(personas.alpha, receiver, "/test", statuses=["bounced"])
+    with schema_context(personas.alpha.tenant.schema_name):
+        service.send_test_event(endpoint)
+
+    settled(personas.alpha, endpoint, 1)
+    (got,) = receiver.at("/test")
+    assert got.verified
+    assert got.json()["type"] == "webhook.test"
+    assert got.headers["Herald-Event-Type"] == "webhook.test"

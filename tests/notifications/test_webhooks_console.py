@@ -2,6 +2,7 @@
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -259,3 +260,12 @@ def test_a_user_who_may_not_manage_can_look_but_not_change(personas: Personas) -
     assert viewer.post("/console/webhooks/new/", {"url": URL, "statuses": ["sent"]}).status_code == 403
     assert viewer.post(f"/console/webhooks/{endpoint.pk}/rotate/").status_code == 403
     assert viewer.post(f"/console/webhooks/{endpoint.pk}/delete/").status_code == 403
+
+
+def test_a_tenant_has_at_most_the_configured_number_of_endpoints(personas: Personas, settings: Any) -> None:
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "max_endpoints": 1}
+    client = admin(personas)
+    create(client)
+    response = client.post("/console/webhooks/new/", {"url": URL + "/2", "statuses": ["sent"]})
+    assert response.status_code == 400
+    assert "at most 1 endpoints; delete one first" in response.content.decode()
