@@ -86,3 +86,20 @@ def test_a_suspended_tenants_console_and_pages_are_closed(personas: Personas) ->
     api = client.get("/u/preferences/?token=x")
     assert api.status_code == 403
     assert api.json()["error"]["code"] == "tenant_suspended"
+
+
+def test_the_navigation_links_every_console_page(personas: Personas) -> None:
+    page = signed_in(personas.alpha.domain, "owner@alpha.test").get("/console/").content.decode()
+    for path in (
+        "/console/notifications/",
+        "/console/broadcasts/",
+        "/console/templates/",
+        "/console/recipients/",
+        "/console/topics/",
+        "/console/webhooks/",
+        "/console/providers/",
+        "/console/api-keys/",
+        "/console/team/",
+        "/console/usage/",
+    ):
+        assert f'href="{path}"' in page, path
