@@ -15,14 +15,14 @@ from urllib.parse import urlencode
 import pytest
 from django.test import Client
 from django_tenants.utils import schema_context
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from notifications.console.roles import VIEWER, set_role
 from notifications.models import DeliveryEvent
 from tests.conftest import Personas, Process, wait_until
 from tests.fakes.smtp_server import FakeSmtpServer, free_port
-from tests.notifications.test_feed_websocket import Web, start_web
+from tests.notifications.test_feed_websocket import FeedSocket, Web, start_web
 
 pytestmark = pytest.mark.usefixtures("live_db")
 
@@ -42,13 +42,8 @@ def session_cookie(domain: str, email: str, password: str = "pw") -> str:
     return client.cookies["sessionid"].value
 
 
-class ConsoleSocket:
-    def __init__(self, connection: ClientConnection) -> None:
-        self.connection = connection
-
-    def receive(self, timeout: float = 15) -> dict[str, Any]:
-        message: dict[str, Any] = json.loads(self.connection.recv(timeout=timeout))
-        return message
+class ConsoleSocket(FeedSocket):
+    """The feed test's socket reader (receive, closed_with), plus collecting event batches."""
 
     def events_until(self, done: Any, timeout: float = 30) -> tuple[list[dict[str, Any]], int]:
         """Collect events until `done(events)` holds; (events, how many messages carried them)."""
@@ -60,14 +55,6 @@ class ConsoleSocket:
                 messages += 1
                 events.extend(message["events"])
         return events, messages
-
-    def closed_with(self, timeout: float = 10) -> tuple[int, str]:
-        with pytest.raises(ConnectionClosed) as closed:  # noqa: PT012 (read until the close frame)
-            while True:
-                self.connection.recv(timeout=timeout)
-        frame = closed.value.rcvd
-        assert frame is not None, "closed without a close frame"
-        return frame.code, frame.reason
 
 
 @contextmanager
