@@ -61,7 +61,14 @@
   }
 
   // --- applying events -------------------------------------------------------------------------
-  var redraw = C.perFrame(render);
+  // Redrawn at most four times a second: under a flood of events the numbers still move
+  // smoothly, and the chart's few hundred shapes are not rebuilt on every frame.
+  var drawnAt = 0, drawTimer = null, drawFrame = C.perFrame(function () { drawnAt = Date.now(); render(); });
+  function redraw() {
+    if (drawTimer) return;
+    var wait = Math.max(0, drawnAt + 250 - Date.now());
+    drawTimer = setTimeout(function () { drawTimer = null; drawFrame(); }, wait);
+  }
   var refreshFailures = debounce(loadFailures, 800);
 
   C.onLive("events", function (msg) {
