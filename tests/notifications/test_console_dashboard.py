@@ -189,3 +189,16 @@ def test_the_days_current_hour_is_the_sum_of_the_hours_minutes(personas: Persona
     assert [r for r in day["rows"] if r[0] == last and r[1] == "push"] == [[last, "push", "failed", 2]]
     assert per(day, "push", "failed") == 4
     assert per(hour, "push", "failed") == 3
+
+
+def test_recent_failures_are_the_newest_failed_or_bounced_first(personas: Personas) -> None:
+    later = far_future()
+    failed = make_notification("alpha", [("email", "failed")], attempts=1)
+    bounced = make_notification("alpha", [("email", "bounced")], attempts=1)
+    with schema_context("alpha"):
+        from notifications.models import Delivery
+
+        Delivery.objects.filter(notification=failed).update(updated_at=later)
+        Delivery.objects.filter(notification=bounced).update(updated_at=later + timedelta(seconds=1))
+        shown = [d.notification_id for d in stats.recent_failures(limit=2)]
+    assert shown == [bounced.id, failed.id]
