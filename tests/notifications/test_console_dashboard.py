@@ -202,3 +202,15 @@ def test_recent_failures_are_the_newest_failed_or_bounced_first(personas: Person
         Delivery.objects.filter(notification=bounced).update(updated_at=later + timedelta(seconds=1))
         shown = [d.notification_id for d in stats.recent_failures(limit=2)]
     assert shown == [bounced.id, failed.id]
+
+
+def test_the_figures_say_up_to_which_event_they_count(alpha: Client) -> None:
+    """The page skips live events up to this id: the stream replays some it already counted."""
+    n = make_notification("alpha", [("email", "sent")])
+    with schema_context("alpha"):
+        newest = (
+            DeliveryEvent.objects.filter(delivery__notification=n)
+            .order_by("-id")
+            .values_list("id", flat=True)[0]
+        )
+    assert figures(alpha)["last_event"] == newest
