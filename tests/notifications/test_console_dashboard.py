@@ -118,11 +118,17 @@ def test_recent_failures_link_to_their_notification(alpha: Client) -> None:
     assert f"/console/notifications/{n.id}/" in page
     partial = alpha.get("/console/dashboard/failures/").content.decode()
     assert f'data-notification-id="{n.id}"' in partial
+    with schema_context("alpha"):
+        delivery_id = n.deliveries.get().id
+    assert f'data-retry="{delivery_id}"' in partial  # an admin may retry it from here
 
 
 def test_a_viewer_sees_the_dashboard(personas: Personas) -> None:
+    make_notification("alpha", [("sms", "failed")], attempts=1)
     viewer = user_with_role("alpha", personas.alpha.domain, "viewer")
-    assert viewer.get("/console/").status_code == 200
+    page = viewer.get("/console/")
+    assert page.status_code == 200
+    assert "data-retry=" not in page.content.decode()
     assert viewer.get("/console/dashboard/data/").status_code == 200
 
 
