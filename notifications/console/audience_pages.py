@@ -40,7 +40,8 @@ def _page(request: HttpRequest) -> int:
 def recipient_list(request: HttpRequest) -> HttpResponse:
     q = request.GET.get("q", "").strip()[:255]
     page = _page(request)
-    recipients = Recipient.objects.order_by("-created_at", "external_id")
+    # By external id: its unique index serves the order (created_at has none to sort by).
+    recipients = Recipient.objects.order_by("external_id")
     if q:
         recipients = recipients.filter(
             Q(external_id__icontains=q) | Q(email__icontains=q) | Q(phone__icontains=q)

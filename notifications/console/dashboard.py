@@ -5,7 +5,7 @@ from django.shortcuts import render
 
 from ..models import Channel
 from . import stats
-from .roles import console_view
+from .roles import ADMIN, can, console_view
 
 COUNTER_LABELS = {"sent": "Sent", "delivered": "Delivered", "failed": "Failed", "suppressed": "Suppressed"}
 
@@ -25,6 +25,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "counters": counters,
             "gauges": data["gauges"],
             "failures": stats.recent_failures(),
+            "may_retry": can(request, ADMIN),
             "channels": Channel.values,
             "has_any": has_any,
         },
@@ -39,4 +40,5 @@ def dashboard_data(request: HttpRequest) -> JsonResponse:
 
 @console_view()
 def failures(request: HttpRequest) -> HttpResponse:
-    return render(request, "console/_failures.html", {"failures": stats.recent_failures()})
+    context = {"failures": stats.recent_failures(), "may_retry": can(request, ADMIN)}
+    return render(request, "console/_failures.html", context)

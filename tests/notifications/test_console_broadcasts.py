@@ -93,3 +93,19 @@ def test_no_broadcasts_yet_tells_how_to_send_one(personas: Personas) -> None:
     page = signed_in(personas.beta.domain, "owner@beta.test").get("/console/broadcasts/").content.decode()
     assert "No broadcasts yet" in page
     assert "/api/v1/broadcasts" in page
+
+
+def test_a_finished_broadcasts_counts_are_reused_by_the_list_but_not_by_its_page(alpha: Client) -> None:
+    done = broadcast_with(["sent", "sent"])
+    running = broadcast_with(["sent", "queued"])
+    alpha.get("/console/broadcasts/")
+    with schema_context("alpha"):  # after the list was read: one is retried, the other settles
+        for b, was, now in ((done, "sent", "queued"), (running, "queued", "failed")):
+            d = Delivery.objects.filter(notification__broadcast=b, status=was).first()
+            assert d is not None
+            Delivery.objects.filter(pk=d.pk).update(status=now)
+    page = alpha.get("/console/broadcasts/").content.decode()
+    assert f'data-broadcast-id="{done.id}" data-percent="100.0" data-settled="2"' in page
+    assert f'data-broadcast-id="{running.id}" data-percent="100.0" data-settled="2"' in page
+    detail = alpha.get(f"/console/broadcasts/{done.id}/").content.decode()
+    assert 'data-percent="50.0" data-settled="1" data-expected="2"' in detail

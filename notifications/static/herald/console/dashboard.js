@@ -18,6 +18,7 @@
   var view = { window: "hour", channel: "" };
 
   function load(data) {
+    model.last = data.last_event || 0; // events up to this id are already in these figures
     model.midnight = data.midnight;
     model.gauges = data.gauges;
     ["hour", "day"].forEach(function (name) {
@@ -61,14 +62,21 @@
   }
 
   // --- applying events -------------------------------------------------------------------------
-  var redraw = C.perFrame(render);
+  // Redrawn at most four times a second: under a flood of events the numbers still move
+  // smoothly, and the chart's few hundred shapes are not rebuilt on every frame.
+  var drawnAt = 0, drawTimer = null, drawFrame = C.perFrame(function () { drawnAt = Date.now(); render(); });
+  function redraw() {
+    if (drawTimer) return;
+    var wait = Math.max(0, drawnAt + 250 - Date.now());
+    drawTimer = setTimeout(function () { drawTimer = null; drawFrame(); }, wait);
+  }
   var refreshFailures = debounce(loadFailures, 800);
 
   C.onLive("events", function (msg) {
     var hour = model.windows.hour, day = model.windows.day, failed = false;
     for (var i = 0; i < msg.events.length; i++) {
       var e = msg.events[i], t = Date.parse(e.at);
-      if (isNaN(t)) continue;
+      if (isNaN(t) || e.id <= model.last) continue;
       add(hour.buckets, Math.floor(t / hour.step) * hour.step, e.channel, e.status, 1);
       add(day.buckets, Math.floor(t / day.step) * day.step, e.channel, e.status, 1);
       // In-flight gauges: close enough between the periodic re-reads that set them exactly.
@@ -112,7 +120,9 @@
   // --- drawing ---------------------------------------------------------------------------------
   function setNumber(el, n) {
     if (!el) return;
-    if (el.dataset.value !== String(n)) { el.dataset.value = String(n); el.textContent = n.toLocaleString(); }
+    var text = n.toLocaleString();
+    if (el.dataset.value !== String(n)) el.dataset.value = String(n);
+    if (el.textContent !== text) el.textContent = text;
   }
 
   function render() {
@@ -153,11 +163,25 @@
   function pad(n) { return (n < 10 ? "0" : "") + n; }
   function clock(ms) { var d = new Date(ms); return pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()); }
 
+  function columnTotals(w, start) {
+    var totals = [];
+    for (var i = 0; i < w.count; i++) {
+      var b = w.buckets.get(start + i * w.step) || {}, total = 0;
+      Object.keys(b).forEach(function (ch) {
+        if (view.channel && ch !== view.channel) return;
+        STATUSES.forEach(function (s) { total += b[ch][s] || 0; });
+      });
+      totals.push(total);
+    }
+    return totals;
+  }
+
   function drawChart(now) {
     var w = model.windows[view.window];
     var start = windowStart(w, now);
     var width = Math.max(320, chartEl.clientWidth || 600), height = 240;
-    var left = 40, right = 8, top = 10, bottom = 24;
+    var right = 8, top = 10, bottom = 24;
+    var left = 14 + 6.5 * niceMax(Math.max.apply(null, [0].concat(columnTotals(w, start)))).toLocaleString().length;
     var plotW = width - left - right, plotH = height - top - bottom;
     var slot = plotW / w.count, barW = Math.max(1, slot * 0.72);
     bars = [];

@@ -22,6 +22,9 @@
     var unseen = new Set();    // notifications not on the page, to ask the server about
     var asked = new Set();     // ... already asked about (never asked twice)
     var fetching = false;
+    // A new notification's deliveries start in one of these states; sending, sent and later
+    // are about notifications accepted before the page was rendered, never new rows.
+    var FIRST_STATES = { queued: true, failed: true, suppressed: true };
 
     var index = function (row) {
       rows.set(row.dataset.notificationId, row);
@@ -76,16 +79,27 @@
       }).catch(function () {}).then(function () { fetching = false; if (unseen.size) flush(); });
     };
 
+    /* Rows go where their creation time puts them (newest first). An event can be about an old
+       notification too (a late report, a retry): on a full page, one older than the last row
+       shown belongs to a later page and is left out. (data-created is ISO 8601 in UTC, so
+       strings compare in time order.) */
     var insertRows = function (html) {
       var fragment = C.fragment(html);
+      var full = tbody.rows.length >= pageSize;
+      var oldest = full ? tbody.rows[tbody.rows.length - 1].dataset.created : "";
       var fresh = Array.prototype.filter.call(fragment.querySelectorAll("tr[data-notification-id]"), function (row) {
-        return !rows.has(row.dataset.notificationId);
+        return !rows.has(row.dataset.notificationId) && (!full || row.dataset.created > oldest);
       });
       if (!fresh.length) return;
-      fresh.sort(function (a, b) { return a.dataset.created < b.dataset.created ? 1 : -1; });
-      fresh.forEach(function (row) { row.classList.add("fresh"); index(row); });
-      var first = tbody.firstChild;
-      fresh.forEach(function (row) { tbody.insertBefore(row, first); });
+      fresh.forEach(function (row) {
+        row.classList.add("fresh");
+        index(row);
+        var before = null;
+        for (var i = 0; i < tbody.rows.length; i++) {
+          if (tbody.rows[i].dataset.created < row.dataset.created) { before = tbody.rows[i]; break; }
+        }
+        tbody.insertBefore(row, before);
+      });
       while (tbody.rows.length > pageSize) { var last = tbody.rows[tbody.rows.length - 1]; forget(last); last.remove(); }
       document.getElementById("notifications-card").hidden = false;
       var empty = document.getElementById("notifications-empty");
@@ -115,7 +129,7 @@
       for (var i = 0; i < events.length; i++) {
         var e = events[i];
         if (chips.has(e.delivery)) pending.set(e.delivery, e.status);
-        else if (liveNew && !rows.has(e.notification) && !asked.has(e.notification)) unseen.add(e.notification);
+        else if (liveNew && FIRST_STATES[e.status] && !rows.has(e.notification) && !asked.has(e.notification)) unseen.add(e.notification);
       }
       if (pending.size || unseen.size) flush();
     });
