@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .PHONY: install run test lint fmt pytest bench bench-tenant-overhead bench-web bench-broadcast bench-noisy \
-	bench-rate-limit bench-api bench-console clean
+	bench-rate-limit bench-api bench-console bench-console-queries clean
 
 $(INSTALLED): requirements/base.txt requirements/production.txt requirements/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,9 @@ bench-api: install
 
 bench-console: install
 	$(PY) bench/console_live.py
+
+bench-console-queries: install
+	$(PY) bench/console_queries.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache test-output
