@@ -25,7 +25,7 @@ from typing import Any
 
 import requests
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from notifications.providers.base import parse_retry_after
@@ -242,6 +242,25 @@ def _record(
         if result.retry_after is not None:
             delay = max(delay, min(result.retry_after, policy.cap))
         status, outcome, next_retry = MessageStatus.PENDING, "retry", now + timedelta(seconds=delay)
+    try:
+        _log_try(message, number, started_at, duration_ms, result, status, next_retry, now)
+    except IntegrityError:
+        # Its endpoint was deleted while this try was under way: there is nothing left to log.
+        log.info("webhooks: message %s was deleted during its try", message.id)
+        return "gone"
+    return outcome
+
+
+def _log_try(
+    message: WebhookMessage,
+    number: int,
+    started_at: Any,
+    duration_ms: int,
+    result: Result,
+    status: str,
+    next_retry: Any,
+    now: Any,
+) -> None:
     with transaction.atomic():
         WebhookAttempt.objects.create(
             message=message,
@@ -263,7 +282,6 @@ def _record(
             updated_at=now,
             delivered_at=now if result.succeeded else None,
         )
-    return outcome
 
 
 def _finish(message: WebhookMessage, status: str, error: str) -> None:

@@ -237,10 +237,21 @@ def resend(message: WebhookMessage) -> None:
 
 
 def delete_endpoint(endpoint: Endpoint) -> None:
-    """An endpoint with its messages and their attempts (in bulk, not row by row)."""
+    """An endpoint with its messages and their attempts (in bulk, not row by row).
+
+    A send task may be logging a try of one of its messages at this moment, and the live stream
+    may be writing new messages for it: the foreign keys are checked at commit, so a row they add
+    after our deletes would fail the whole delete. Locking the endpoint (which a new message's key
+    check needs) and then its messages (which a try's update holds) first makes both wait for us
+    or finish before we look.
+    """
     from .models import WebhookAttempt
 
     with transaction.atomic():
+        list(Endpoint.objects.select_for_update().filter(pk=endpoint.pk).values_list("pk", flat=True))
+        list(
+            WebhookMessage.objects.select_for_update().filter(endpoint=endpoint).values_list("id", flat=True)
+        )
         WebhookAttempt.objects.filter(message__endpoint=endpoint).delete()
         WebhookMessage.objects.filter(endpoint=endpoint).delete()
         endpoint.delete()

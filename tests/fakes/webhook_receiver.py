@@ -2,12 +2,14 @@
 
 It checks each request's `Herald-Signature` with Herald's own verify helper (against `secrets`),
 records what it got, and answers as told: `fail(times, status)` answers the next `times`
-requests with `status` (with Retry-After or a Location if asked), `delay` holds each answer.
+requests with `status` (with Retry-After or a Location if asked), `delay` holds each answer,
+`on_receive` (if set) is called with each request before it is answered.
 """
 
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -42,6 +44,7 @@ class WebhookReceiver:
     def __init__(self) -> None:
         self.secrets: list[str] = []
         self.delay = 0.0
+        self.on_receive: Callable[[Received], None] | None = None
         self.lock = threading.Lock()
         self.received: list[Received] = []
         self.plans: list[_Plan] = []
@@ -97,8 +100,11 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         header = self.headers.get("Herald-Signature", "")
         verified = any(verify(body, header, secret) for secret in receiver.secrets)
+        request = Received(self.path, dict(self.headers.items()), body, verified)
         with receiver.lock:
-            receiver.received.append(Received(self.path, dict(self.headers.items()), body, verified))
+            receiver.received.append(request)
+        if receiver.on_receive is not None:
+            receiver.on_receive(request)
         if receiver.delay:
             time.sleep(receiver.delay)
         status, headers = receiver._answer()

@@ -2,9 +2,17 @@
 
 Each test uses real DeliveryEvent rows (from a notification accepted by the API), a local
 receiver that checks every signature with Herald's verify helper, and the session's worker.
+
+Every committed batch of delivery events reaches `on_delivery_events` by itself (notifications.live),
+so each notification a test posts writes webhook messages for its queued, sending and sent events
+to every endpoint that wants them, in this process and in the worker, during the test and after
+it. Tests of the sending machinery therefore give their endpoints only statuses that no automatic
+flow here produces (ONLY_FROM_TESTS), and tests that do want the automatic flow look only at the
+events of their own notification.
 """
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -13,14 +21,14 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from notifications.models import Delivery, DeliveryEvent
-from notifications.webhooks import sender, service
+from notifications.webhooks import sender, service, signing
 from notifications.webhooks.models import (
     Endpoint,
     MessageStatus,
@@ -35,6 +43,11 @@ from tests.fakes.webhook_receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.worker]
 
+# An in-app or email notification here goes queued -> sending -> sent by itself (the local SMTP
+# server reports nothing back); these statuses come only from events a test writes by hand.
+ONLY_FROM_TESTS = ["delivered", "failed", "bounced"]
+AUTOMATIC = ["queued", "sending", "sent"]
+
 
 @pytest.fixture
 def receiver() -> Iterator[WebhookReceiver]:
@@ -48,6 +61,8 @@ def _no_endpoints_left(live_db: None, personas: Personas) -> Iterator[None]:
     yield
     for persona in (personas.alpha, personas.beta):
         with schema_context(persona.tenant.schema_name):
+            # The worker may still be writing or sending messages of notifications this test
+            # posted: delete_endpoint copes with that, as it must in the console.
             for endpoint in Endpoint.objects.all():
                 service.delete_endpoint(endpoint)
             service.forget_endpoints()
@@ -56,9 +71,10 @@ def _no_endpoints_left(live_db: None, personas: Personas) -> Iterator[None]:
 def add_endpoint(
     persona: Persona, receiver: WebhookReceiver, path: str, statuses: list[str] | None = None
 ) -> Endpoint:
+    """An active endpoint at the receiver; by default it wants only the statuses tests write."""
     secret = new_secret()
     with schema_context(persona.tenant.schema_name):
-        endpoint = Endpoint(url=receiver.url(path), statuses=statuses or all_statuses())
+        endpoint = Endpoint(url=receiver.url(path), statuses=statuses or ONLY_FROM_TESTS)
         endpoint.set_secret(secret)
         endpoint.save()
     receiver.secrets.append(secret)
@@ -88,9 +104,13 @@ def events_of(persona: Persona, notification_id: str, status: str | None = None)
         return events_from_rows(rows.select_related("delivery__notification").order_by("id"))
 
 
-def an_event(persona: Persona, status: str, detail: str = "") -> list[dict[str, Any]]:
-    """A real DeliveryEvent row with this status (on a delivery of a new notification)."""
-    notification_id = notify(persona)
+def an_event(
+    persona: Persona, status: str, detail: str = "", notification_id: str | None = None
+) -> list[dict[str, Any]]:
+    """A real DeliveryEvent row with this status (on a delivery of a new notification, by default).
+
+    Written straight to the table, so nothing reports it: the test does, with `report`."""
+    notification_id = notification_id or notify(persona)
     with schema_context(persona.tenant.schema_name):
         delivery = Delivery.objects.get(notification_id=notification_id)
         event = DeliveryEvent.objects.create(delivery=delivery, status=status, detail=detail)
@@ -99,26 +119,44 @@ def an_event(persona: Persona, status: str, detail: str = "") -> list[dict[str, 
         )
 
 
+def event_ids(events: list[dict[str, Any]]) -> set[str]:
+    """The webhook event ids (`evt_<DeliveryEvent id>`) of these events."""
+    return {f"evt_{e['id']}" for e in events}
+
+
 def report(persona: Persona, events: list[dict[str, Any]]) -> int:
     with schema_context(persona.tenant.schema_name):
         return on_delivery_events(events)
 
 
-def messages_of(persona: Persona, endpoint: Endpoint) -> list[WebhookMessage]:
+def messages_of(
+    persona: Persona, endpoint: Endpoint, events: list[dict[str, Any]] | None = None
+) -> list[WebhookMessage]:
+    """The endpoint's messages (only those of these events, if given)."""
     with schema_context(persona.tenant.schema_name):
-        return list(WebhookMessage.objects.filter(endpoint=endpoint).order_by("id"))
+        rows = WebhookMessage.objects.filter(endpoint=endpoint)
+        if events is not None:
+            rows = rows.filter(event_id__in=event_ids(events))
+        return list(rows.order_by("id"))
 
 
-def attempts_of(persona: Persona, endpoint: Endpoint) -> list[WebhookAttempt]:
+def attempts_of(
+    persona: Persona, endpoint: Endpoint, events: list[dict[str, Any]] | None = None
+) -> list[WebhookAttempt]:
     with schema_context(persona.tenant.schema_name):
-        return list(WebhookAttempt.objects.filter(message__endpoint=endpoint).order_by("id"))
+        rows = WebhookAttempt.objects.filter(message__endpoint=endpoint)
+        if events is not None:
+            rows = rows.filter(message__event_id__in=event_ids(events))
+        return list(rows.order_by("id"))
 
 
-def settled(persona: Persona, endpoint: Endpoint, count: int) -> list[WebhookMessage]:
-    """Wait until `count` messages of the endpoint are delivered or failed."""
+def settled(
+    persona: Persona, endpoint: Endpoint, count: int, events: list[dict[str, Any]] | None = None
+) -> list[WebhookMessage]:
+    """Wait until `count` messages of the endpoint (of these events, if given) are delivered or failed."""
 
     def done() -> list[WebhookMessage] | None:
-        rows = messages_of(persona, endpoint)
+        rows = messages_of(persona, endpoint, events)
         finished = [m for m in rows if m.status != MessageStatus.PENDING]
         return rows if len(rows) >= count and len(finished) == len(rows) else None
 
@@ -129,16 +167,18 @@ def settled(persona: Persona, endpoint: Endpoint, count: int) -> list[WebhookMes
 def test_a_state_change_reaches_the_tenants_backend_signed(
     worker: Process, personas: Personas, receiver: WebhookReceiver
 ) -> None:
-    endpoint = add_endpoint(personas.alpha, receiver, "/alpha")
+    endpoint = add_endpoint(personas.alpha, receiver, "/alpha", statuses=["queued"])
     notification_id = notify(personas.alpha, channels=("email", "in_app"))
     events = events_of(personas.alpha, notification_id, status="queued")
     assert len(events) == 2
 
-    assert report(personas.alpha, events) == 2
+    # Written when the notification was accepted, without anyone reporting them by hand.
+    assert {m.event_id for m in messages_of(personas.alpha, endpoint, events)} == event_ids(events)
+    assert report(personas.alpha, events) == 0
 
-    (first, second) = settled(personas.alpha, endpoint, 2)
+    (first, second) = settled(personas.alpha, endpoint, 2, events)
     assert first.status == second.status == MessageStatus.DELIVERED
-    got = receiver.at("/alpha")
+    got = [r for r in receiver.at("/alpha") if r.json()["id"] in event_ids(events)]
     assert len(got) == 2
     assert all(r.verified for r in got)
     by_event = {r.json()["id"]: r for r in got}
@@ -160,7 +200,7 @@ def test_a_state_change_reaches_the_tenants_backend_signed(
     assert sent.headers["Herald-Event-Id"] == f"evt_{event['id']}"
     assert sent.headers["Herald-Delivery-Attempt"] == "1"
     assert sent.headers["Content-Type"] == "application/json"
-    (attempt, _) = attempts_of(personas.alpha, endpoint)
+    (attempt, _) = attempts_of(personas.alpha, endpoint, events)
     assert attempt.status_code == 200
     assert attempt.succeeded
     assert attempt.next_retry_at is None
@@ -242,10 +282,10 @@ def test_a_tenant_without_endpoints_pays_no_query_and_gets_nothing_written(perso
 def test_a_new_endpoint_receives_the_next_batch_at_once(
     worker: Process, personas: Personas, receiver: WebhookReceiver
 ) -> None:
-    report(personas.beta, an_event(personas.beta, "sent"))  # caches "no endpoint"
+    report(personas.beta, an_event(personas.beta, "delivered"))  # caches "no endpoint"
     endpoint = add_endpoint(personas.beta, receiver, "/new")
 
-    assert report(personas.beta, an_event(personas.beta, "sent")) == 1
+    assert report(personas.beta, an_event(personas.beta, "delivered")) == 1
     settled(personas.beta, endpoint, 1)
 
 
@@ -253,9 +293,18 @@ def test_an_endpoint_gets_only_the_statuses_it_asked_for(
     worker: Process, personas: Personas, receiver: WebhookReceiver
 ) -> None:
     endpoint = add_endpoint(personas.alpha, receiver, "/failures", statuses=["failed", "bounced"])
-    queued = events_of(personas.alpha, notify(personas.alpha))
+    # A witness that wants the rest: its messages are written by the same calls that would have
+    # written any for /failures, so once it has the `sent` event the whole flow was offered.
+    witness = add_endpoint(personas.alpha, receiver, "/witness", statuses=AUTOMATIC)
+    notification_id = notify(personas.alpha)
 
-    assert report(personas.alpha, queued) == 0
+    sent = wait_until(lambda: events_of(personas.alpha, notification_id, status="sent"))
+    flow = events_of(personas.alpha, notification_id)
+    assert {e["status"] for e in flow} == set(AUTOMATIC)
+    wait_until(lambda: len(messages_of(personas.alpha, witness, sent)) == 1)
+    assert len(messages_of(personas.alpha, witness, flow)) == len(flow)
+    assert messages_of(personas.alpha, endpoint) == []
+    assert report(personas.alpha, flow) == 0  # nothing for /failures, already written for the witness
     assert report(personas.alpha, an_event(personas.alpha, "failed", "mailbox full")) == 1
 
     (message,) = settled(personas.alpha, endpoint, 1)
@@ -266,17 +315,26 @@ def test_an_endpoint_gets_only_the_statuses_it_asked_for(
 def test_one_tenants_events_never_reach_another_tenants_endpoint(
     worker: Process, personas: Personas, receiver: WebhookReceiver
 ) -> None:
-    alpha = add_endpoint(personas.alpha, receiver, "/alpha")
-    beta = add_endpoint(personas.beta, receiver, "/beta")
+    alpha = add_endpoint(personas.alpha, receiver, "/alpha", statuses=all_statuses())
+    beta = add_endpoint(personas.beta, receiver, "/beta", statuses=all_statuses())
+    notification_id = notify(personas.alpha)  # its flow is reported by this process and the worker
+    wait_until(lambda: events_of(personas.alpha, notification_id, status="sent"))
+    assert report(personas.alpha, an_event(personas.alpha, "delivered", notification_id=notification_id)) == 1
+    events = events_of(personas.alpha, notification_id)
+    assert [e["status"] for e in events] == [*AUTOMATIC, "delivered"]
 
-    report(personas.alpha, an_event(personas.alpha, "delivered"))
-    report(personas.alpha, an_event(personas.alpha, "sent"))
-
-    settled(personas.alpha, alpha, 2)
+    settled(personas.alpha, alpha, 4, events)
     time.sleep(0.5)
-    assert len(receiver.at("/alpha")) == 2
-    assert receiver.at("/beta") == []
-    assert messages_of(personas.beta, beta) == []
+    got = [r for r in receiver.at("/alpha") if r.json()["id"] in event_ids(events)]
+    assert len(got) == 4
+    assert all(r.verified for r in got)
+    # Beta's endpoint hears only of beta's own deliveries (an earlier test's may still be going on).
+    bodies = [r.json() for r in receiver.at("/beta")] + [
+        json.loads(m.body) for m in messages_of(personas.beta, beta)
+    ]
+    assert not [b for b in bodies if b["data"]["notification"] == notification_id]
+    with schema_context(personas.beta.tenant.schema_name):
+        assert all(Delivery.objects.filter(id=b["data"]["delivery"]).exists() for b in bodies)
 
 
 def test_the_same_event_reported_twice_is_sent_once(
@@ -303,7 +361,7 @@ def test_an_endpoint_deleted_since_it_was_cached_gets_nothing_and_the_others_sti
         service.delete_endpoint(gone)
         cache.set(service._cache_key(personas.alpha.tenant.schema_name), [(e, list(s)) for e, s in stale])
 
-    assert report(personas.alpha, an_event(personas.alpha, "sent")) == 1
+    assert report(personas.alpha, an_event(personas.alpha, "delivered")) == 1
 
     settled(personas.alpha, kept, 1)
     assert len(receiver.at("/kept")) == 1
@@ -314,7 +372,7 @@ def test_bad_events_are_logged_and_never_raise(
 ) -> None:
     add_endpoint(personas.alpha, receiver, "/bad")
 
-    assert report(personas.alpha, [{"id": 1, "status": "sent"}]) == 0  # no delivery, no time
+    assert report(personas.alpha, [{"id": 1, "status": "failed"}]) == 0  # no delivery, no time
     assert "could not write messages" in caplog.text
 
 
@@ -322,7 +380,7 @@ def test_gone_turns_the_endpoint_off(worker: Process, personas: Personas, receiv
     endpoint = add_endpoint(personas.alpha, receiver, "/gone")
     receiver.fail(1, status=410)
 
-    report(personas.alpha, an_event(personas.alpha, "sent"))
+    report(personas.alpha, an_event(personas.alpha, "delivered"))
 
     (message,) = settled(personas.alpha, endpoint, 1)
     assert message.status == MessageStatus.FAILED
@@ -331,14 +389,14 @@ def test_gone_turns_the_endpoint_off(worker: Process, personas: Personas, receiv
         endpoint.refresh_from_db()
     assert not endpoint.is_active
     assert "410 Gone" in endpoint.disabled_reason
-    assert report(personas.alpha, an_event(personas.alpha, "delivered")) == 0  # the cache knows
+    assert report(personas.alpha, an_event(personas.alpha, "failed")) == 0  # the cache knows
 
 
 def test_a_redirect_is_not_followed(worker: Process, personas: Personas, receiver: WebhookReceiver) -> None:
     endpoint = add_endpoint(personas.alpha, receiver, "/moved")
     receiver.fail(1, status=302, Location=receiver.url("/elsewhere"))
 
-    report(personas.alpha, an_event(personas.alpha, "sent"))
+    report(personas.alpha, an_event(personas.alpha, "delivered"))
 
     settled(personas.alpha, endpoint, 1)
     assert receiver.at("/elsewhere") == []
@@ -377,7 +435,7 @@ def test_an_unreachable_endpoint_costs_one_timeout_per_batch_and_every_message_i
     receiver.delay = settings.WEBHOOKS["read_timeout"] + 1
     with schema_context(personas.alpha.tenant.schema_name):
         ids = service._write(
-            an_event(personas.alpha, "sent") + an_event(personas.alpha, "delivered"),
+            an_event(personas.alpha, "failed") + an_event(personas.alpha, "delivered"),
             service.active_endpoints(),
         )
         started = time.monotonic()
@@ -399,7 +457,7 @@ def test_in_production_a_private_address_is_never_called_and_the_attempt_says_wh
 ) -> None:
     endpoint = add_endpoint(personas.alpha, receiver, "/internal")  # saved as it was in development
     with schema_context(personas.alpha.tenant.schema_name):
-        ids = service._write(an_event(personas.alpha, "sent"), service.active_endpoints())
+        ids = service._write(an_event(personas.alpha, "delivered"), service.active_endpoints())
         sender.send(ids)
     (attempt,) = attempts_of(personas.alpha, endpoint)
     assert "127.0.0.1 resolves to 127.0.0.1, a private or reserved address" in attempt.error
@@ -444,7 +502,7 @@ def test_a_later_retry_after_is_respected(
     endpoint = add_endpoint(personas.alpha, receiver, "/busy")
     receiver.fail(1, status=429, Retry_After="1")
 
-    report(personas.alpha, an_event(personas.alpha, "sent"))
+    report(personas.alpha, an_event(personas.alpha, "delivered"))
 
     settled(personas.alpha, endpoint, 1)
     first, second = attempts_of(personas.alpha, endpoint)
@@ -486,3 +544,144 @@ def test_a_test_event_reaches_the_endpoint_whatever_its_filter(
     assert got.verified
     assert got.json()["type"] == "webhook.test"
     assert got.headers["Herald-Event-Type"] == "webhook.test"
+
+
+def test_an_email_posted_through_the_api_reaches_an_endpoint_as_signed_queued_sending_and_sent_by_itself(
+    worker: Process, personas: Personas, receiver: WebhookReceiver
+) -> None:
+    endpoint = add_endpoint(personas.alpha, receiver, "/everything", statuses=all_statuses())
+    (secret,) = receiver.secrets
+
+    notification_id = notify(personas.alpha, channels=("email",))  # and nothing reported by hand
+
+    with schema_context(personas.alpha.tenant.schema_name):
+        delivery_id = str(Delivery.objects.get(notification_id=notification_id).id)
+
+    def received() -> dict[str, Any] | None:
+        mine = {
+            r.json()["type"]: r
+            for r in receiver.at("/everything")
+            if r.json()["data"]["delivery"] == delivery_id
+        }
+        return mine if len(mine) == 3 else None
+
+    got = wait_until(received, timeout=30)
+    assert set(got) == {"delivery.queued", "delivery.sending", "delivery.sent"}
+    events = {e["status"]: e for e in events_of(personas.alpha, notification_id)}
+    assert set(events) == set(AUTOMATIC)
+    for status, event in events.items():
+        request = got[f"delivery.{status}"]
+        assert signing.verify(request.body, request.headers[signing.HEADER], secret)
+        assert not signing.verify(request.body, request.headers[signing.HEADER], new_secret())
+        assert request.headers["Herald-Event-Id"] == f"evt_{event['id']}"
+        assert request.json()["data"] == {
+            "delivery": delivery_id,
+            "notification": notification_id,
+            "broadcast": None,
+            "channel": "email",
+            "status": status,
+            "detail": event["detail"],
+        }
+    # One message per event, each delivered at its first try.
+    messages = settled(personas.alpha, endpoint, 3, list(events.values()))
+    assert sorted(m.event_type for m in messages) == ["delivery.queued", "delivery.sending", "delivery.sent"]
+    assert all(m.status == MessageStatus.DELIVERED and m.attempts == 1 for m in messages)
+    time.sleep(0.5)
+    mine = [r for r in receiver.at("/everything") if r.json()["data"]["delivery"] == delivery_id]
+    assert len(mine) == 3
+
+
+def test_an_endpoint_is_deleted_even_while_a_try_of_one_of_its_messages_is_being_logged(
+    personas: Personas, receiver: WebhookReceiver
+) -> None:
+    endpoint = add_endpoint(personas.alpha, receiver, "/deleted-mid-send")
+    schema = personas.alpha.tenant.schema_name
+    with schema_context(schema):
+        message = WebhookMessage.objects.create(
+            endpoint=endpoint, event_id="evt_race", event_type="t", body="{}"
+        )
+    logging = threading.Event()
+    finish = threading.Event()
+    errors: list[Exception] = []
+
+    def log_a_try() -> None:  # what the sender does after an answer, held open here
+        try:
+            with schema_context(schema), transaction.atomic():
+                WebhookAttempt.objects.create(
+                    message_id=message.id, number=1, status_code=200, succeeded=True
+                )
+                WebhookMessage.objects.filter(id=message.id).update(
+                    attempts=1, status=MessageStatus.DELIVERED
+                )
+                logging.set()
+                finish.wait(20)
+        finally:
+            connection.close()
+
+    def delete() -> None:  # what the console's Delete does
+        try:
+            with schema_context(schema):
+                service.delete_endpoint(endpoint)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    sender_thread = threading.Thread(target=log_a_try)
+    sender_thread.start()
+    assert logging.wait(20)
+    delete_thread = threading.Thread(target=delete)
+    delete_thread.start()
+    wait_until(_someone_waits_for_a_lock)  # the delete reached the message the try holds
+    finish.set()
+    sender_thread.join(20)
+    delete_thread.join(20)
+
+    assert errors == []
+    with schema_context(schema):
+        assert not Endpoint.objects.filter(id=endpoint.id).exists()
+        assert not WebhookMessage.objects.filter(id=message.id).exists()
+        assert not WebhookAttempt.objects.filter(message_id=message.id).exists()
+
+
+def _someone_waits_for_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        (count,) = cursor.fetchone()
+    return bool(count)
+
+
+# In this process, with no retry published (the session's worker would take it).
+@override_settings(WEBHOOKS={**settings.WEBHOOKS, "schedule_within": 0})
+def test_a_message_whose_endpoint_is_deleted_during_its_try_is_dropped_and_the_batch_goes_on(
+    personas: Personas, receiver: WebhookReceiver
+) -> None:
+    doomed = add_endpoint(personas.alpha, receiver, "/doomed")
+    kept = add_endpoint(personas.alpha, receiver, "/kept")
+    schema = personas.alpha.tenant.schema_name
+
+    def delete_the_endpoint(request: Any) -> None:  # as if an admin pressed Delete meanwhile
+        if request.path == "/doomed":
+            try:
+                with schema_context(schema):
+                    service.delete_endpoint(doomed)
+            finally:
+                connection.close()
+
+    receiver.on_receive = delete_the_endpoint
+    with schema_context(schema):
+        ids = service._write(an_event(personas.alpha, "delivered"), service.active_endpoints())
+        assert len(ids) == 2
+        stats = sender.send(ids)
+
+    assert stats == {"gone": 1, "delivered": 1}
+    assert [r.path for r in receiver.received] == ["/doomed", "/kept"]
+    with schema_context(schema):
+        assert not Endpoint.objects.filter(id=doomed.id).exists()
+        assert not WebhookMessage.objects.filter(endpoint_id=doomed.id).exists()
+        assert not WebhookAttempt.objects.filter(message__endpoint_id=doomed.id).exists()
+    (message,) = messages_of(personas.alpha, kept)
+    assert message.status == MessageStatus.DELIVERED

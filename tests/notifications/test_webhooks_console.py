@@ -10,6 +10,7 @@ from django.test import Client
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
+from notifications.console import roles
 from notifications.webhooks import service
 from notifications.webhooks.models import Endpoint, MessageStatus, WebhookAttempt, WebhookMessage
 from notifications.webhooks.signing import sign, verify
@@ -250,9 +251,10 @@ def test_a_user_who_may_not_manage_can_look_but_not_change(personas: Personas) -
     create(admin(personas))
     endpoint = the_endpoint(personas)
     with schema_context(personas.alpha.tenant.schema_name):
-        get_user_model().objects.create_user(
+        user = get_user_model().objects.create_user(
             username="viewer@alpha.test", email="viewer@alpha.test", password="pw"
         )
+        roles.set_role(user, roles.VIEWER)  # a user with no role sees no console page at all
     viewer = signed_in(personas.alpha.domain, "viewer@alpha.test")
     assert URL in viewer.get("/console/webhooks/").content.decode()
     page = viewer.get(f"/console/webhooks/{endpoint.pk}/").content.decode()
