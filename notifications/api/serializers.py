@@ -17,7 +17,7 @@ from ..models import (
     Template,
 )
 from ..pipeline import NotificationSpec, RecipientSpec
-from ..providers.registry import UnknownProvider, provider_class, resolve
+from .availability import channel_unavailable
 
 MAX_BODY = 100_000
 
@@ -53,18 +53,6 @@ class ChannelField(serializers.CharField):
                 f"unknown channel {value!r}; channels are {', '.join(Channel.values)}"
             )
         return value
-
-
-def channel_unavailable(channel: str) -> str | None:
-    """Why this tenant can't send on `channel` now, or None if it can."""
-    primary, _ = resolve(channel)
-    if primary is None:
-        return f"no {channel} provider is configured for this tenant"
-    try:
-        provider_class(primary.name)
-    except (ImportError, UnknownProvider):
-        return f"channel {channel!r} is not available yet"
-    return None
 
 
 class Lookups:
