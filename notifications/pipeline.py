@@ -9,11 +9,15 @@ import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db.models import Field, Model
+from django.db.models.fields import AutoFieldMixin
 from django.utils import timezone
 from django_tenants.utils import schema_context
+from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from tenants.schemas import current_schema
@@ -123,18 +127,17 @@ def accept_many(specs: Sequence[NotificationSpec], broadcast: Broadcast | None =
                 deliveries.append(
                     _delivery(notification, recipient, category, channel, spec, links, opted_out, with_push)
                 )
-        Notification.objects.bulk_create(notifications)
         statuses: dict[uuid.UUID, list[str]] = {}
         for d in deliveries:
             statuses.setdefault(d.notification.id, []).append(d.status)
         for n in notifications:  # what the API answers right away
             n.initial_status = Notification.summarize(statuses.get(n.id, []))
-        Delivery.objects.bulk_create(deliveries)
         now = timezone.now()
-        DeliveryEvent.objects.bulk_create(
+        events = [
             DeliveryEvent(delivery_id=d.id, status=d.status, detail=d.last_error, created_at=now)
             for d in deliveries
-        )
+        ]
+        insert_rows(notifications, deliveries, events)
         by_priority: dict[str, list[str]] = {}
         for d in deliveries:
             if d.status == DeliveryStatus.QUEUED:
@@ -180,6 +183,56 @@ def _delivery(
         last_error=reason,
         content=content,
     )
+
+
+def insert_rows(*batches: Sequence[Model]) -> None:
+    """INSERT each batch of new model instances (one model per batch), all in one round trip.
+
+    What bulk_create does, without its per-value machinery (a third of a 1,000-item batch's
+    time) and one statement per round trip: each field's value is prepared as bulk_create
+    prepares it (pre_save, get_db_prep_save), the rows are quoted by psycopg2, and the
+    statements go together. Primary keys must be set already, except an auto-increment one.
+    A model with a field this can't write as plainly (a database default, a custom
+    placeholder) goes through bulk_create instead.
+    """
+    statements: list[str] = []
+    db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: `connection` is a proxy, slow per use
+    with db.cursor() as cursor:
+        for objs in batches:
+            if not objs:
+                continue
+            model = type(objs[0])
+            fields = _insertable_fields(model)
+            if fields is None:
+                model._default_manager.bulk_create(objs)
+                continue
+            row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+            statement = sql.SQL("INSERT INTO {} ({}) VALUES {}").format(
+                sql.Identifier(model._meta.db_table),
+                sql.SQL(", ").join(sql.Identifier(str(f.column)) for f in fields),
+                sql.SQL(", ".join([row] * len(objs))),
+            )
+            params = [f.get_db_prep_save(f.pre_save(obj, True), db) for obj in objs for f in fields]
+            statements.append(cursor.mogrify(statement, params).decode())
+        if statements:
+            cursor.execute(";\n".join(statements))
+    for objs in batches:
+        for obj in objs:
+            obj._state.adding = False
+            obj._state.db = db.alias
+
+
+@cache
+def _insertable_fields(model: type[Model]) -> "list[Field[Any, Any]] | None":
+    """The columns insert_rows writes for `model`, or None if it must leave it to bulk_create."""
+    fields = []
+    for f in model._meta.concrete_fields:
+        if f.primary_key and isinstance(f, AutoFieldMixin):
+            continue  # the sequence gives it
+        if f.generated or f.has_db_default() or hasattr(f, "get_placeholder"):
+            return None
+        fields.append(f)
+    return fields
 
 
 ADDRESS_FIELD: dict[str, str] = {"email": "email", "sms": "phone", "push": "id", "in_app": "id"}
@@ -270,14 +323,14 @@ def _upsert_and_read(specs: Sequence[RecipientSpec], category_keys: Sequence[str
     with connection.cursor() as cursor:
         # execute_values fills the one %s; the keys go in as a literal (with any % doubled).
         keys = cursor.mogrify("%s", [list(category_keys)]).decode().replace("%", "%%")
-        sql = _UPSERT_AND_READ_SQL.format(
+        statement = _UPSERT_AND_READ_SQL.format(
             upsert=_UPSERT_SQL.format(table=quote(Recipient._meta.db_table)),
             preference=quote(Preference._meta.db_table),
             push=quote(PushSubscription._meta.db_table),
             category=quote(Category._meta.db_table),
             keys=keys,
         )
-        rows = execute_values(cursor.cursor, sql, _upsert_values(specs), page_size=1000, fetch=True)
+        rows = execute_values(cursor.cursor, statement, _upsert_values(specs), page_size=1000, fetch=True)
     known = _Known(recipients={}, opted_out=set(), with_push=set(), categories={})
     for rid, external_id, email, phone, locale, disabled, has_push, _ in rows:
         known.recipients[external_id] = Recipient(
