@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from importlib.util import find_spec
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,6 +67,11 @@ def main() -> int:
         _, port = b.start_web(DJANGO_SETTINGS_MODULE="bench.api_settings", **c.API_LIMIT_ENV)
         shape = "2 processes, WEB_THREADS=8" if args.web == "uvicorn" else "4 sync workers"
         print(f"web: {args.web} ({shape}), DJANGO_SETTINGS_MODULE=bench.api_settings; {c.API_LIMIT_TEXT}")
+        if args.web == "uvicorn":
+            # uvicorn takes these when they are installed (requirements/base.txt pins both).
+            http = "httptools" if find_spec("httptools") else "h11 (pure Python)"
+            loop = "uvloop" if find_spec("uvloop") else "asyncio"
+            print(f"uvicorn: HTTP parser {http}, event loop {loop}")
         print(
             f"wrk -t2 -c{args.connections}, {args.rounds} rounds of {args.duration} s per endpoint, "
             "alternating, after a 3 s warm-up each; no Celery worker runs (messages wait in Redis)\n"
