@@ -18,6 +18,9 @@ bench._common: Herald's routes plus /bench/bare.
 wrk -t2 -c16, a Lua script giving each request its own external_id; a 3 s warm-up each, then
 --rounds alternating timed runs of --duration seconds. The API's per-key limit is raised.
 Then 3 POST /api/v1/notifications/batch of 1,000 items (each its own recipient), timed.
+Each timed run also reports the CPU the web server's processes and the bench database's
+PostgreSQL backends spent per request (psutil): on a shared, busy machine req/s and latency swing
+with the neighbours' load, the CPU a request costs much less.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from importlib.util import find_spec
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,6 +53,26 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def cpu_seconds(web_pid: int, db_name: str) -> tuple[float, float]:
+    """CPU time used so far by the web server's processes, and by the PostgreSQL backends
+    connected to the bench's database (the web server's connections are kept open)."""
+    import psutil
+
+    def used(process: psutil.Process) -> float:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            return 0.0  # gone since it was listed
+        return float(times.user + times.system)
+
+    root = psutil.Process(web_pid)
+    web = sum(used(p) for p in [root, *root.children(recursive=True)])
+    backends = [
+        p for p in psutil.process_iter(["cmdline"]) if f" {db_name} " in " ".join(p.info["cmdline"] or [])
+    ]
+    return web, sum(used(p) for p in backends)
+
+
 def main() -> int:
     args = parse_args()
     if not shutil.which("wrk"):
@@ -63,9 +87,14 @@ def main() -> int:
                 f"CREATE TABLE public.{c.BARE_TABLE} (id uuid PRIMARY KEY, body jsonb NOT NULL, "
                 "created_at timestamptz NOT NULL)"
             )
-        _, port = b.start_web(DJANGO_SETTINGS_MODULE="bench.api_settings", **c.API_LIMIT_ENV)
+        web, port = b.start_web(DJANGO_SETTINGS_MODULE="bench.api_settings", **c.API_LIMIT_ENV)
         shape = "2 processes, WEB_THREADS=8" if args.web == "uvicorn" else "4 sync workers"
         print(f"web: {args.web} ({shape}), DJANGO_SETTINGS_MODULE=bench.api_settings; {c.API_LIMIT_TEXT}")
+        if args.web == "uvicorn":
+            # uvicorn takes these when they are installed (requirements/base.txt pins both).
+            http = "httptools" if find_spec("httptools") else "h11 (pure Python)"
+            loop = "uvloop" if find_spec("uvloop") else "asyncio"
+            print(f"uvicorn: HTTP parser {http}, event loop {loop}")
         print(
             f"wrk -t2 -c{args.connections}, {args.rounds} rounds of {args.duration} s per endpoint, "
             "alternating, after a 3 s warm-up each; no Celery worker runs (messages wait in Redis)\n"
@@ -82,15 +111,21 @@ def main() -> int:
         print("== Figures ==")
         print(
             f"{'endpoint':<10}{'round':>6}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
+            f"{'web CPU':>10}{'PG CPU':>9}  (CPU: ms per request)"
         )
         results: dict[str, list[dict[str, float]]] = {"herald": [], "bare": []}
         for round_no in range(1, args.rounds + 1):
             for name, url in urls.items():
+                web_before, pg_before = cpu_seconds(web.proc.pid, args.db_name)
                 r = c.run_wrk(url, body, headers, args.duration, args.connections, tmp_path)
+                web_after, pg_after = cpu_seconds(web.proc.pid, args.db_name)
+                served = max(r["requests"], 1.0)
+                r["web_cpu_ms"] = (web_after - web_before) / served * 1000
+                r["pg_cpu_ms"] = (pg_after - pg_before) / served * 1000
                 results[name].append(r)
                 print(
                     f"{name:<10}{round_no:>6}{r['rps']:>9.0f}{r['p50_ms']:>9.1f}{r['p90_ms']:>9.1f}"
-                    f"{r['p99_ms']:>9.1f}{r['non_2xx']:>9.0f}"
+                    f"{r['p99_ms']:>9.1f}{r['non_2xx']:>9.0f}{r['web_cpu_ms']:>10.2f}{r['pg_cpu_ms']:>9.2f}"
                     + ("  socket errors" if r["socket_errors"] else ""),
                     flush=True,
                 )
@@ -118,6 +153,13 @@ def main() -> int:
             f"POST /api/v1/notifications {h_rps:.0f} req/s, p99 {h_p99:.1f} ms; bare view {b_rps:.0f} req/s, "
             f"p99 {b_p99:.1f} ms (medians over rounds) => {h_rps / b_rps * 100:.0f}% of the bare view "
             "(target >= 85%, with p99 < 50 ms)"
+        )
+        h_cpu = statistics.median(r["web_cpu_ms"] + r["pg_cpu_ms"] for r in results["herald"])
+        b_cpu = statistics.median(r["web_cpu_ms"] + r["pg_cpu_ms"] for r in results["bare"])
+        print(
+            f"CPU per request, web server + PostgreSQL: herald {h_cpu:.2f} ms, bare view {b_cpu:.2f} ms "
+            f"=> the bare view's cost is {b_cpu / h_cpu * 100:.0f}% of Herald's (steadier than req/s on a "
+            "busy machine; wrk's and Redis's CPU not counted)"
         )
         print(
             f"1,000-item batch: median {statistics.median(batch_times) * 1000:.0f} ms "

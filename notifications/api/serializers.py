@@ -17,7 +17,7 @@ from ..models import (
     Template,
 )
 from ..pipeline import NotificationSpec, RecipientSpec
-from ..providers.registry import UnknownProvider, provider_class, resolve
+from .availability import channel_unavailable
 
 MAX_BODY = 100_000
 
@@ -27,15 +27,23 @@ class PhoneField(serializers.CharField):
 
     def to_internal_value(self, data: Any) -> str:
         value = super().to_internal_value(data)
-        try:
-            number = phonenumbers.parse(value, None)
-        except phonenumbers.NumberParseException:
-            number = None
-        if number is None or not phonenumbers.is_valid_number(number):
+        number = e164(value)
+        if number is None:
             raise serializers.ValidationError(
                 f"{value!r} is not a valid phone number; use the international format, e.g. +14155550100"
             )
-        return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+        return number
+
+
+def e164(value: str) -> str | None:
+    """The number in E.164, or None if it is not a valid phone number in international form."""
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
 class RecipientInput(serializers.Serializer[Any]):
@@ -55,18 +63,6 @@ class ChannelField(serializers.CharField):
         return value
 
 
-def channel_unavailable(channel: str) -> str | None:
-    """Why this tenant can't send on `channel` now, or None if it can."""
-    primary, _ = resolve(channel)
-    if primary is None:
-        return f"no {channel} provider is configured for this tenant"
-    try:
-        provider_class(primary.name)
-    except (ImportError, UnknownProvider):
-        return f"channel {channel!r} is not available yet"
-    return None
-
-
 class Lookups:
     """What validation reads from the database, read once per request (a batch has 1,000 items)."""
 
@@ -76,6 +72,8 @@ class Lookups:
         self._channels: dict[str, str | None] = {}
 
     def prefetch_recipients(self, external_ids: list[str]) -> None:
+        if not external_ids:
+            return
         rows = Recipient.objects.filter(external_id__in=external_ids).values(
             "external_id", "email", "phone", "locale"
         )
@@ -147,88 +145,126 @@ class MessageFields(serializers.Serializer[Any]):
         return channels
 
     def validate_message(self, attrs: dict[str, Any], locale: str, data: dict[str, Any]) -> dict[str, Any]:
-        """Resolve the template, render every channel once with `data`; errors name the field."""
-        errors: dict[str, Any] = {}
-        template = None
-        if attrs.get("template"):
-            template = lookups_of(self).template(attrs["template"])
-            if template is None:
-                errors["template"] = [f"no template with key {attrs['template']!r}"]
-        elif not attrs.get("body") and not attrs.get("subject"):
-            errors["body"] = ["give a body (or a template)"]
-        if errors:
-            raise serializers.ValidationError(errors)
-        attrs["effective_locale"] = locale
-        sources = self._sources(attrs, template, attrs["channels"], locale)
-        for channel_name, source in sources.items():
-            try:
-                render_content(channel_name, source, data, placeholder_links())
-            except ComposeError as exc:
-                errors.setdefault(exc.field, []).append(exc.message)
-        if errors:
-            raise serializers.ValidationError(errors)
-        attrs["sources"] = sources
-        attrs["category"] = attrs.get("category") or (template.category if template else "") or "general"
-        return attrs
-
-    @staticmethod
-    def _sources(
-        attrs: dict[str, Any], template: Template | None, channels: list[str], locale: str
-    ) -> dict[str, Source]:
-        if template is None:
-            source = inline_source(attrs["subject"], attrs["body"], attrs["html"], attrs["url"])
-            return dict.fromkeys(channels, source)
-        try:
-            return template_sources(template, channels, locale)
-        except ComposeError as exc:
-            raise serializers.ValidationError({exc.field: [exc.message]}) from None
+        return check_message(attrs, lookups_of(self), locale, data)
 
     def spec_for(self, recipient: RecipientSpec, data: dict[str, Any] | None = None) -> NotificationSpec:
-        v = self.validated_data
-        return NotificationSpec(
-            recipient=recipient,
-            channels=v["channels"],
-            sources=v["sources"],
-            data=v["data"] if data is None else data,
-            priority=v["priority"],
-            category=v["category"],
-            template_key=v.get("template", ""),
-            locale=v["effective_locale"],
-            subject=v["subject"],
-            body=v["body"],
-        )
+        return message_spec(self.validated_data, recipient, data)
+
+
+def check_message(
+    attrs: dict[str, Any], lookups: Lookups, locale: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    """Resolve the template, render every channel once with `data`; errors name the field."""
+    errors: dict[str, Any] = {}
+    template = None
+    if attrs.get("template"):
+        template = lookups.template(attrs["template"])
+        if template is None:
+            errors["template"] = [f"no template with key {attrs['template']!r}"]
+    elif not attrs.get("body") and not attrs.get("subject"):
+        errors["body"] = ["give a body (or a template)"]
+    if errors:
+        raise serializers.ValidationError(errors)
+    attrs["effective_locale"] = locale
+    sources = _sources(attrs, template, attrs["channels"], locale)
+    for channel_name, source in sources.items():
+        try:
+            render_content(channel_name, source, data, placeholder_links())
+        except ComposeError as exc:
+            errors.setdefault(exc.field, []).append(exc.message)
+    if errors:
+        raise serializers.ValidationError(errors)
+    attrs["sources"] = sources
+    attrs["category"] = attrs.get("category") or (template.category if template else "") or "general"
+    return attrs
+
+
+def _sources(
+    attrs: dict[str, Any], template: Template | None, channels: list[str], locale: str
+) -> dict[str, Source]:
+    if template is None:
+        source = inline_source(attrs["subject"], attrs["body"], attrs["html"], attrs["url"])
+        return dict.fromkeys(channels, source)
+    try:
+        return template_sources(template, channels, locale)
+    except ComposeError as exc:
+        raise serializers.ValidationError({exc.field: [exc.message]}) from None
+
+
+def message_spec(
+    v: dict[str, Any], recipient: RecipientSpec, data: dict[str, Any] | None = None
+) -> NotificationSpec:
+    return NotificationSpec(
+        recipient=recipient,
+        channels=v["channels"],
+        sources=v["sources"],
+        data=v["data"] if data is None else data,
+        priority=v["priority"],
+        category=v["category"],
+        template_key=v.get("template", ""),
+        locale=v["effective_locale"],
+        locale_of_recipient=v.get("locale_of_recipient", False),
+        subject=v["subject"],
+        body=v["body"],
+    )
 
 
 class NotificationCreate(MessageFields):
     recipient = RecipientInput()
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        errors: dict[str, Any] = {}
-        recipient = attrs["recipient"]
-        channels: list[str] = attrs["channels"]
+        return check_notification(attrs, lookups_of(self))
+
+    def to_spec(self) -> NotificationSpec:
+        return notification_spec(self.validated_data)
+
+
+# An address the channel needs, and the recipient field that holds it.
+NEEDED_ADDRESS: tuple[tuple[str, str], ...] = ((Channel.EMAIL.value, "email"), (Channel.SMS.value, "phone"))
+
+
+def needs_stored_recipient(attrs: dict[str, Any]) -> bool:
+    """Whether checking this notification needs what Herald has stored about its recipient: an
+    address the request leaves out, or the locale that picks a template's variant."""
+    recipient = attrs["recipient"]
+    channels = attrs["channels"]
+    if any(channel in channels and not recipient.get(field) for channel, field in NEEDED_ADDRESS):
+        return True
+    return bool(attrs.get("template")) and not (attrs.get("locale") or recipient.get("locale"))
+
+
+def check_notification(attrs: dict[str, Any], lookups: Lookups) -> dict[str, Any]:
+    """The checks of a notification beyond its fields: addresses, template, rendering."""
+    errors: dict[str, Any] = {}
+    recipient = attrs["recipient"]
+    given_locale = attrs.get("locale") or recipient.get("locale") or ""
+    if needs_stored_recipient(attrs):
         # A recipient Herald knows may be addressed by external_id alone.
-        stored = lookups_of(self).stored(recipient["external_id"])
-        needs: tuple[tuple[str, str], ...] = ((Channel.EMAIL.value, "email"), (Channel.SMS.value, "phone"))
-        for channel, field in needs:
-            if channel in channels and not (recipient.get(field) or stored[field]):
+        stored = lookups.stored(recipient["external_id"])
+        for channel, field in NEEDED_ADDRESS:
+            if channel in attrs["channels"] and not (recipient.get(field) or stored[field]):
                 errors.setdefault("recipient", {})[field] = [
                     f"required for the {channel} channel (none given, none stored for this recipient)"
                 ]
         if errors:
             raise serializers.ValidationError(errors)
-        locale = attrs.get("locale") or recipient.get("locale") or stored["locale"] or ""
-        return self.validate_message(attrs, locale, attrs["data"])
+        locale = given_locale or stored["locale"]
+    else:
+        # Nothing here depends on the stored locale; the notification takes the recipient's
+        # locale from the row that accepting it writes (pipeline.accept_many), so no read now.
+        locale = given_locale
+        attrs["locale_of_recipient"] = not given_locale
+    return check_message(attrs, lookups, locale, attrs["data"])
 
-    def to_spec(self) -> NotificationSpec:
-        r = self.validated_data["recipient"]
-        return self.spec_for(
-            RecipientSpec(
-                external_id=r["external_id"],
-                email=r.get("email"),
-                phone=r.get("phone"),
-                locale=r.get("locale"),
-            )
-        )
+
+def notification_spec(v: dict[str, Any]) -> NotificationSpec:
+    r = v["recipient"]
+    return message_spec(
+        v,
+        RecipientSpec(
+            external_id=r["external_id"], email=r.get("email"), phone=r.get("phone"), locale=r.get("locale")
+        ),
+    )
 
 
 class AcceptedNotification(serializers.Serializer[Any]):

@@ -10,7 +10,8 @@ from rest_framework.reverse import reverse
 
 from .. import pipeline
 from ..models import Delivery, DeliveryAttempt, DeliveryEvent, Notification
-from .serializers import AcceptedNotification, NotificationCreate, NotificationOut
+from .quick import validated_notification
+from .serializers import AcceptedNotification, Lookups, NotificationCreate, NotificationOut, notification_spec
 
 
 class NewestFirst(CursorPagination):
@@ -41,9 +42,8 @@ class NotificationListCreate(generics.ListAPIView[Notification]):
 
     @extend_schema(request=NotificationCreate, responses={202: AcceptedNotification})
     def post(self, request: Request) -> Response:
-        serializer = NotificationCreate(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        notification = pipeline.accept(serializer.to_spec())
+        attrs = validated_notification(request.data, Lookups())
+        notification = pipeline.accept(notification_spec(attrs))
         url = reverse("notification-detail", kwargs={"pk": notification.id})
         return Response(
             {"id": str(notification.id), "status": notification.initial_status, "url": url},
