@@ -20,10 +20,11 @@ import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import datetime
 from typing import Any
 
 from celery import shared_task
-from django.db import transaction
+from django.db import connection, transaction
 
 from tenants.redis_client import get_redis
 from tenants.schemas import current_schema
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 PUBLISH_BATCH = 1000
 PROGRESS_INTERVAL_MS = 1000
 
-_held: ContextVar[list[int] | None] = ContextVar("herald_live_held", default=None)
+_held: ContextVar[list[Any] | None] = ContextVar("herald_live_held", default=None)
 
 
 def tenant_group(schema: str) -> str:
@@ -50,20 +51,50 @@ def publish(event_type: str, payload: dict[str, Any]) -> None:
 # --- delivery events ----------------------------------------------------------------------------
 
 
-def events_written(event_ids: Iterable[int]) -> None:
-    """Publish these DeliveryEvent rows once the current transaction commits (see the module)."""
-    ids = [i for i in event_ids if i is not None]
-    if not ids:
+Event = dict[str, Any]
+
+
+def events_written(event_ids: Iterable[int], known: Iterable[Event] | None = None) -> None:
+    """Publish these DeliveryEvent rows once the current transaction commits (see the module).
+
+    A writer that already holds everything an event says (`event_json`) passes it as `known`
+    and spares the read-back query; otherwise the events are read back by id.
+    """
+    items: list[int | Event] = list(known) if known is not None else [i for i in event_ids if i is not None]
+    if not items:
         return
 
     def committed() -> None:
         held = _held.get()
         if held is not None:
-            held.extend(ids)
+            held.extend(items)
         else:
-            publish_events(ids)
+            publish_events(items)
 
     transaction.on_commit(committed)
+
+
+def event_json(
+    event_id: int,
+    delivery_id: Any,
+    notification_id: Any,
+    broadcast_id: Any,
+    channel: str,
+    status: str,
+    detail: str,
+    created_at: datetime,
+) -> Event:
+    """An event as the console and webhooks see it."""
+    return {
+        "id": event_id,
+        "delivery": str(delivery_id),
+        "notification": str(notification_id),
+        "broadcast": str(broadcast_id) if broadcast_id else None,
+        "channel": channel,
+        "status": status,
+        "detail": detail,
+        "at": created_at.isoformat(),
+    }
 
 
 @contextmanager
@@ -82,48 +113,43 @@ def batched() -> Iterator[None]:
             publish_events(held)
 
 
-def event_rows(event_ids: list[int]) -> list[dict[str, Any]]:
-    """The events as the console and webhooks see them, in id order (one query)."""
-    from .models import DeliveryEvent
+_EVENT_ROWS_SQL = """
+    SELECT e.id, e.delivery_id, d.notification_id, n.broadcast_id, d.channel, e.status, e.detail,
+           e.created_at
+    FROM {events} e JOIN {deliveries} d ON d.id = e.delivery_id
+    JOIN {notifications} n ON n.id = d.notification_id
+    WHERE e.id = ANY(%s) ORDER BY e.id
+"""
 
-    rows = (
-        DeliveryEvent.objects.filter(id__in=event_ids)
-        .order_by("id")
-        .values_list(
-            "id",
-            "delivery_id",
-            "delivery__notification_id",
-            "delivery__notification__broadcast_id",
-            "delivery__channel",
-            "status",
-            "detail",
-            "created_at",
-        )
+
+def event_rows(event_ids: list[int]) -> list[Event]:
+    """The events as the console and webhooks see them, in id order (one query, no ORM: this
+    runs after every batch of state changes)."""
+    from .models import Delivery, DeliveryEvent, Notification
+
+    quote = connection.ops.quote_name
+    sql = _EVENT_ROWS_SQL.format(
+        events=quote(DeliveryEvent._meta.db_table),
+        deliveries=quote(Delivery._meta.db_table),
+        notifications=quote(Notification._meta.db_table),
     )
-    return [
-        {
-            "id": event_id,
-            "delivery": str(delivery_id),
-            "notification": str(notification_id),
-            "broadcast": str(broadcast_id) if broadcast_id else None,
-            "channel": channel,
-            "status": status,
-            "detail": detail,
-            "at": created_at.isoformat(),
-        }
-        for event_id, delivery_id, notification_id, broadcast_id, channel, status, detail, created_at in rows
-    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [list(event_ids)])
+        return [event_json(*row) for row in cursor.fetchall()]
 
 
-def publish_events(event_ids: list[int]) -> None:
-    """Read the committed events back and send them on: console group, webhooks, progress."""
-    try:
-        events = event_rows(sorted(set(event_ids)))
-    except Exception:
-        log.warning("live: could not read %d events back", len(event_ids), exc_info=True)
-        return
+def publish_events(items: list[int | Event]) -> None:
+    """Send committed events on (console group, webhooks, progress), reading back those not known."""
+    events = [item for item in items if isinstance(item, dict)]
+    ids = sorted({item for item in items if not isinstance(item, dict)})
+    if ids:
+        try:
+            events += event_rows(ids)
+        except Exception:
+            log.warning("live: could not read %d events back", len(ids), exc_info=True)
     if not events:
         return
+    events.sort(key=lambda e: int(e["id"]))
     from .realtime import publish_to_feeds
 
     group = tenant_group(current_schema())

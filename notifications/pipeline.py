@@ -139,7 +139,22 @@ def accept_many(specs: Sequence[NotificationSpec], broadcast: Broadcast | None =
             for d in deliveries
         ]
         event_ids = insert_rows(notifications, deliveries, events, returning=True)
-        live.events_written(event_ids)
+        live.events_written(
+            event_ids,
+            known=(
+                live.event_json(
+                    eid,
+                    d.id,
+                    d.notification.id,
+                    broadcast.id if broadcast else None,
+                    d.channel,
+                    d.status,
+                    d.last_error,
+                    now,
+                )
+                for eid, d in zip(event_ids, deliveries, strict=True)
+            ),
+        )
         by_priority: dict[str, list[str]] = {}
         for d in deliveries:
             if d.status == DeliveryStatus.QUEUED:

@@ -9,13 +9,13 @@ client offline) is caught up by the client on reconnect (`/ws/feed/?after=<item 
 import asyncio
 import hashlib
 import logging
+import os
 import re
+import threading
 import uuid
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 log = logging.getLogger(__name__)
@@ -39,45 +39,76 @@ def feed_group(schema: str, recipient_id: uuid.UUID | str) -> str:
 
 
 def publish_to_feeds(messages: Iterable[tuple[str, dict[str, Any]]]) -> int:
-    """Send each (group, message) through the channel layer; return how many were sent.
+    """Hand each (group, message) to this process's publisher; return how many were handed over.
 
-    Never raises: a channel-layer failure is logged, and the clients catch up from the database.
-    Call it after the transaction that wrote the change has committed (`transaction.on_commit`).
+    Never raises and never waits for Redis: the messages are sent, in the order they were handed
+    over, by one task on a background event loop (see `_Publisher`). A channel-layer failure is
+    logged there, and the clients catch up from the database. Call it after the transaction that
+    wrote the change has committed (`transaction.on_commit`).
     """
     batch = list(messages)
     if not batch:
         return 0
-    layer = get_channel_layer()
-    if layer is None:
-        return 0
-
-    async def send_all() -> int:
-        sent = 0
-        for group, message in batch:
-            await layer.group_send(group, message)
-            sent += 1
-        return sent
-
     try:
-        if _loop_running():
-            # Called from a thread that runs an event loop, where async_to_sync may not be used:
-            # publish from a helper thread instead.
-            with ThreadPoolExecutor(max_workers=1) as helper:
-                sent: int = helper.submit(async_to_sync(send_all)).result()
-        else:
-            sent = async_to_sync(send_all)()
-    except Exception as exc:  # the feed row is committed; live delivery is best effort
-        log.warning("feed: could not publish %d live updates: %s", len(batch), exc.__class__.__name__)
+        _Publisher.for_this_process().submit(batch)
+    except Exception as exc:  # the rows are committed; live delivery is best effort
+        log.warning("could not publish %d live updates: %s", len(batch), exc.__class__.__name__)
         return 0
-    return sent
+    return len(batch)
 
 
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+class _Publisher:
+    """One event loop per process, in a daemon thread, with one task sending what is submitted.
+
+    The channel layer keeps its Redis connections per event loop: a fresh loop per publish
+    (what async_to_sync does in a plain thread) paid for a new connection every time, several
+    milliseconds a request, and the caller waited on Redis. Here the caller only queues; one
+    task sends, in order. A forked child (a Celery pool process) gets its own publisher. What is
+    still queued when the process exits is lost, like any message a client was offline for.
+    """
+
+    _current: "_Publisher | None" = None
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self.queue: asyncio.Queue[list[tuple[str, dict[str, Any]]]] | None = None
+        ready = threading.Event()
+        threading.Thread(target=self._run, args=(ready,), name="herald-live-publisher", daemon=True).start()
+        ready.wait(timeout=5)
+
+    @classmethod
+    def for_this_process(cls) -> "_Publisher":
+        with cls._lock:
+            if cls._current is None or cls._current.pid != os.getpid():
+                cls._current = cls()
+            return cls._current
+
+    def submit(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        queue = self.queue
+        if queue is None:
+            raise RuntimeError("the live publisher did not start")
+        self.loop.call_soon_threadsafe(queue.put_nowait, batch)
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.queue = asyncio.Queue()
+        self.loop.create_task(self._send_forever(self.queue))
+        ready.set()
+        self.loop.run_forever()
+
+    async def _send_forever(self, queue: "asyncio.Queue[list[tuple[str, dict[str, Any]]]]") -> None:
+        while True:
+            batch = await queue.get()
+            layer = get_channel_layer()
+            if layer is None:
+                continue
+            try:
+                for group, message in batch:
+                    await layer.group_send(group, message)
+            except Exception as exc:
+                log.warning("could not publish %d live updates: %s", len(batch), exc.__class__.__name__)
 
 
 # --- keeping tokens out of the server's logs ----------------------------------------------------
