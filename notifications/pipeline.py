@@ -152,16 +152,8 @@ def _delivery(
     opted_out: set[tuple[uuid.UUID, int, str]],
     with_push: set[uuid.UUID],
 ) -> Delivery:
-    status, reason, content = DeliveryStatus.QUEUED, "", {}
-    if (recipient.id, category.pk, channel) in opted_out:
-        status, reason = DeliveryStatus.SUPPRESSED, f"recipient opted out of {category.key!r} on {channel}"
-    elif channel == Channel.PUSH and recipient.id not in with_push:
-        status, reason = DeliveryStatus.SUPPRESSED, "recipient has no push subscription"
-    elif not _address(recipient, channel):
-        status, reason = (
-            DeliveryStatus.FAILED,
-            f"recipient has no {ADDRESS_FIELD[channel]} for the {channel} channel",
-        )
+    content: dict[str, str] = {}
+    status, reason = delivery_status(recipient, category, channel, opted_out, with_push)
     try:
         content = render_content(channel, spec.sources[channel], spec.data, links)
     except ComposeError as exc:
@@ -177,6 +169,23 @@ def _delivery(
         last_error=reason,
         content=content,
     )
+
+
+def delivery_status(
+    recipient: Recipient,
+    category: Category,
+    channel: str,
+    opted_out: set[tuple[uuid.UUID, int, str]],
+    with_push: set[uuid.UUID],
+) -> tuple[str, str]:
+    """(status, reason) a new delivery starts in: queued, or suppressed or failed with why."""
+    if (recipient.id, category.pk, channel) in opted_out:
+        return DeliveryStatus.SUPPRESSED, f"recipient opted out of {category.key!r} on {channel}"
+    if channel == Channel.PUSH and recipient.id not in with_push:
+        return DeliveryStatus.SUPPRESSED, "recipient has no push subscription"
+    if not _address(recipient, channel):
+        return DeliveryStatus.FAILED, f"recipient has no {ADDRESS_FIELD[channel]} for the {channel} channel"
+    return DeliveryStatus.QUEUED, ""
 
 
 ADDRESS_FIELD: dict[str, str] = {"email": "email", "sms": "phone", "push": "id", "in_app": "id"}
