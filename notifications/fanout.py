@@ -192,7 +192,11 @@ def write_chunk(broadcast: Broadcast, items: list[dict[str, Any]]) -> int:
             )
         )
     shared_data: dict[str, Any] = message["data"]
-    shared = {channel: SharedContent.prepare(channel, sources[channel], shared_data) for channel in channels}
+    shared: dict[str, SharedContent | None] = dict.fromkeys(channels)
+    if any(not item.get("data") for item in items):  # someone gets the message's own data
+        shared = {
+            channel: SharedContent.prepare(channel, sources[channel], shared_data) for channel in channels
+        }
     signer = RecipientLinks()
     now = timezone.now()
     channels_json, shared_data_json = json.dumps(channels), json.dumps(shared_data)
