@@ -64,7 +64,8 @@ def baselines(b: c.Bench, args: argparse.Namespace) -> tuple[c.BaselineRun, c.Ba
         batched = c.run_baseline(b, worker, chunks, "bench.send_batch", len(rows))
         print(
             f"baseline, 100 per task:    {batched.deliveries:7d} deliveries in {batched.seconds:7.2f} s = "
-            f"{batched.rate:8.0f} deliveries/s  ({batched.tasks} tasks; peak RSS {c.mib(batched.peak_rss)})",
+            f"{batched.rate:8.0f} deliveries/s  ({batched.tasks} tasks; peak RSS {c.mib(batched.peak_rss)})\n"
+            f"                            {batched.cpu}",
             flush=True,
         )
         singles = ids[warm + args.recipients : warm + args.recipients + args.per_delivery]
@@ -73,7 +74,7 @@ def baselines(b: c.Bench, args: argparse.Namespace) -> tuple[c.BaselineRun, c.Ba
         print(
             f"baseline, 1 per task:      {one.deliveries:7d} deliveries in {one.seconds:7.2f} s = "
             f"{one.rate:8.0f} deliveries/s  ({one.tasks} tasks; SMTP connection per mail; "
-            f"peak RSS {c.mib(one.peak_rss)})",
+            f"peak RSS {c.mib(one.peak_rss)})\n                            {one.cpu}",
             flush=True,
         )
     finally:
@@ -105,7 +106,14 @@ def herald(b: c.Bench, args: argparse.Namespace) -> dict[str, float]:
     )
     print(f"Herald: POST /api/v1/broadcasts with {args.recipients} recipients ({len(payload) / 1e6:.1f} MB)")
     pids = [web.proc.pid, *(w.proc.pid for w in workers)]
-    with c.RssSampler(lambda: pids) as rss:
+    roles = {web.proc.pid: "web", **{w.proc.pid: w.label for w in workers}}
+    if b.smtp_proc is not None:
+        roles[b.smtp_proc.proc.pid] = "smtp-sink"
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        (own_backend,) = cur.fetchone() or (0,)
+    meter = c.CpuMeter(lambda: roles, b.cfg.db_name, exclude=[own_backend])
+    with c.RssSampler(lambda: pids) as rss, meter:
         started = time.time()
         r = session.post(f"{base}/broadcasts", data=payload)
         answered = time.time()
@@ -142,15 +150,15 @@ def herald(b: c.Bench, args: argparse.Namespace) -> dict[str, float]:
         f"  GET /api/v1/broadcasts/<id> took {progress_seconds * 1000:.0f} ms: "
         f"{json.dumps(progress.json())[:400]}"
     )
-    roles = {web.proc.pid: "web", **{w.proc.pid: w.label for w in workers}}
     by_role = ", ".join(f"{roles[pid]} {c.mib(peak)}" for pid, peak in rss.peak_by_root.items())
     print(
         f"Herald broadcast:          {sent:7d} deliveries in {seconds:7.2f} s = {sent / seconds:8.0f} "
         f"deliveries/s  (peak RSS web + workers {c.mib(rss.peak)}: {by_role})",
         flush=True,
     )
+    print(f"                            {meter.describe(sent)} (until every delivery settled)", flush=True)
     conn.close()
-    return {"rate": sent / seconds, "seconds": seconds, "sent": sent, "peak": rss.peak}
+    return {"rate": sent / seconds, "seconds": seconds, "sent": sent, "peak": rss.peak, "cpu": meter.total}
 
 
 def wait_settled(
@@ -195,6 +203,17 @@ def main() -> int:
         print(
             f"Herald / baseline (100 per task): {result['rate'] / batched.rate * 100:.0f}% (target >= 60%); "
             f"Herald / one task per delivery: {result['rate'] / one.rate:.1f}x (target >= 5x)"
+        )
+        per = {
+            "Herald": result["cpu"] / max(result["sent"], 1),
+            "batched": batched.cpu_seconds / batched.deliveries,
+            "one": one.cpu_seconds / one.deliveries,
+        }
+        print(
+            f"CPU per delivery (robust to the machine's other load): Herald {per['Herald'] * 1000:.2f} ms, "
+            f"baseline 100 per task {per['batched'] * 1000:.2f} ms "
+            f"({per['batched'] / per['Herald'] * 100:.0f}% of Herald's), "
+            f"1 per task {per['one'] * 1000:.2f} ms ({per['one'] / per['Herald']:.1f}x Herald's)"
         )
         print(
             "Note: Herald's time includes the POST (validating the list), the fan-out (chunk tasks writing "
