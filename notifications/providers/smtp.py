@@ -20,6 +20,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from email import quoprimime
 from email.utils import formatdate, parseaddr
+from smtplib import quoteaddr
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -100,7 +101,11 @@ class SmtpProvider(EmailProvider):
                 smtp = getattr(self.connection, "connection", None)
                 if not isinstance(smtp, smtplib.SMTP):
                     raise smtplib.SMTPServerDisconnected("the SMTP connection is closed")
-                smtp.sendmail(payload.envelope_from, [payload.to], payload.data)
+                smtp.ehlo_or_helo_if_needed()
+                if smtp.has_extn("pipelining"):
+                    pipelined_sendmail(smtp, payload.envelope_from, payload.to, payload.data)
+                else:
+                    smtp.sendmail(payload.envelope_from, [payload.to], payload.data)
                 return payload.message_id
             payload.send(fail_silently=False)
         except (OSError, smtplib.SMTPException) as exc:
@@ -180,6 +185,47 @@ def plain_email(from_email: str, message: OutgoingMessage, headers: Mapping[str,
     else:
         text = "\r\n".join(lines) + "\r\n" + _part(message.text, "plain")
     return PlainEmail(envelope_from, message.to, headers["Message-ID"], text.encode("ascii"))
+
+
+def pipelined_sendmail(smtp: smtplib.SMTP, envelope_from: str, to: str, data: bytes) -> None:
+    """smtplib's sendmail for one recipient, with MAIL, RCPT and DATA sent in one write (RFC 2920
+    PIPELINING): two round trips per message instead of four, and the same exceptions."""
+    options = f" SIZE={len(data)}" if smtp.has_extn("size") else ""
+    smtp.send(f"MAIL FROM:{quoteaddr(envelope_from)}{options}\r\nRCPT TO:{quoteaddr(to)}\r\nDATA\r\n")
+    mail, rcpt, start = smtp.getreply(), smtp.getreply(), smtp.getreply()
+    if start[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
+        # The server took DATA although MAIL or RCPT failed: end that empty message first.
+        smtp.send(".\r\n")
+        smtp.getreply()
+    if mail[0] != 250:
+        _give_up(smtp, mail[0])
+        raise smtplib.SMTPSenderRefused(mail[0], mail[1], envelope_from)
+    if rcpt[0] not in (250, 251):
+        _give_up(smtp, rcpt[0])
+        raise smtplib.SMTPRecipientsRefused({to: rcpt})
+    if start[0] != 354:
+        _give_up(smtp, start[0])
+        raise smtplib.SMTPDataError(*start)
+    body = _LEADING_DOT.sub(b"..", data)
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    smtp.send(body + b".\r\n")
+    code, reply = smtp.getreply()
+    if code != 250:
+        _give_up(smtp, code)
+        raise smtplib.SMTPDataError(code, reply)
+
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _give_up(smtp: smtplib.SMTP, code: int) -> None:
+    """As smtplib after a refusal: 421 means the server is closing; else reset the transaction."""
+    if code == 421:
+        smtp.close()
+    else:
+        with suppress(smtplib.SMTPServerDisconnected):
+            smtp.rset()
 
 
 def _part(text: str, subtype: str) -> str:
