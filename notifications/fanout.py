@@ -63,7 +63,7 @@ MAX_RECIPIENTS = 100_000
 # chunk is published when its previous one has committed, behind the sends that one released,
 # so the bulk pool alternates between writing and sending and the first mail leaves within a
 # chunk's time of the POST instead of after the whole fan-out.
-FAN_OUT_LANES = 2
+FAN_OUT_LANES = 4
 
 
 def message_of(spec: NotificationSpec) -> dict[str, Any]:
@@ -150,8 +150,10 @@ def plan_broadcast(broadcast_id: str) -> int:
 def fan_out_chunk(broadcast_id: str, index: int) -> int:
     """Write one chunk's notifications and deliveries, once; their sends go out after commit."""
     with transaction.atomic():
+        # Lock the chunk only: FOR UPDATE of the joined broadcast too made every chunk of a
+        # broadcast wait for the one before it (and blocked their inserts' foreign-key checks).
         chunk = (
-            BroadcastChunk.objects.select_for_update()
+            BroadcastChunk.objects.select_for_update(of=("self",))
             .select_related("broadcast")
             .filter(broadcast_id=broadcast_id, index=index)
             .first()
