@@ -339,14 +339,16 @@ class Bench:
             time.sleep(0.2)
         return p
 
-    def start_herald_workers(self, **extra_env: str) -> list[Proc]:
-        """The pools of deploy/Procfile (critical,high: 1; default: 1; bulk: 2) and the dispatcher."""
+    def start_herald_workers(self, bulk_concurrency: int | None = None, **extra_env: str) -> list[Proc]:
+        """The pools of deploy/Procfile (critical,high: 1; default: 1; bulk: BULK_CONCURRENCY) and
+        the dispatcher (its bound at twice the bulk pool, as `manage.py dispatch` defaults to)."""
+        bulk = bulk_concurrency or BULK_CONCURRENCY
         procs = [
             self.start_worker("worker-critical", "herald_app", "critical,high", 1, **extra_env),
             self.start_worker("worker-default", "herald_app", "default", 1, **extra_env),
-            self.start_worker("worker-bulk", "herald_app", "bulk", 2, **extra_env),
+            self.start_worker("worker-bulk", "herald_app", "bulk", bulk, **extra_env),
         ]
-        dispatcher = [sys.executable, "manage.py", "dispatch"]
+        dispatcher = [sys.executable, "manage.py", "dispatch", "--bound", str(2 * bulk)]
         procs.append(self.start("dispatcher", dispatcher, self.env(BENCH_LABEL="dispatcher", **extra_env)))
         deadline = time.monotonic() + 60
         while not self.redis().exists("herald:fair:heartbeat"):
@@ -356,9 +358,11 @@ class Bench:
         return procs
 
 
+BULK_CONCURRENCY = 4  # as deploy/Procfile
+
 HERALD_WORKERS_TEXT = (
     "Herald workers as deploy/Procfile: `celery -A tenant_platform worker -Q critical,high "
-    "--concurrency 1`, `-Q default --concurrency 1` and `-Q bulk --concurrency 2` (prefork; run "
+    "--concurrency 1`, `-Q default --concurrency 1` and `-Q bulk --concurrency 4` (prefork; run "
     "here as -A bench._common:herald_app, the same app plus a ready signal; -l warning, without "
     "gossip/mingle/heartbeat), and the fair dispatcher; no beat (no sweeper)"
 )

@@ -16,7 +16,7 @@ postfix; run as root with -u postfix).
 2. Baseline, one task per delivery: the same worker, a task per delivery, an SMTP connection
    per mail, one UPDATE each, over --per-delivery rows.
 3. Herald: its web server (uvicorn on tenant_platform.asgi as deploy/Procfile, 2 processes)
-   and its two worker pools as deploy/Procfile (critical,high -c 1; default,bulk -c 2). The
+   and its two worker pools as deploy/Procfile (critical,high -c 1; default -c 1; bulk -c 4). The
    tenant's email rate limit is raised to 100,000/s (burst 100,000) for the run, so the limit
    does not pace it. One POST /api/v1/broadcasts with an inline list of N recipients; timed
    from just before the POST until every delivery has left queued/sending (end = the latest
@@ -47,6 +47,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--recipients", type=int, default=100_000, help="recipients of the broadcast")
     parser.add_argument("--per-delivery", type=int, default=3000, help="deliveries of the one-per-task run")
     parser.add_argument("--timeout", type=float, default=1800, help="give up waiting for Herald after this")
+    parser.add_argument(
+        "--bulk-concurrency",
+        type=int,
+        default=c.BULK_CONCURRENCY,
+        help="processes of Herald's bulk pool (the dispatcher's bound is twice this)",
+    )
     c.add_common_args(parser, "herald_bench_broadcast")
     return parser.parse_args()
 
@@ -86,7 +92,7 @@ def baselines(b: c.Bench, args: argparse.Namespace) -> tuple[c.BaselineRun, c.Ba
 def herald(b: c.Bench, args: argparse.Namespace) -> dict[str, float]:
     tenant = c.provision(SLUG, rate_limits={"email": {"rate": 100_000, "burst": 100_000}})
     web, port = b.start_web(**c.API_LIMIT_ENV)
-    workers = b.start_herald_workers()
+    workers = b.start_herald_workers(args.bulk_concurrency)
     base = f"http://127.0.0.1:{port}/api/v1"
     session = c.session_for(tenant)
     conn = b.connect()
@@ -190,7 +196,7 @@ def main() -> int:
         print(
             f"web: {args.web} ({'2 processes, WEB_THREADS=8' if args.web == 'uvicorn' else '4 sync workers'})"
         )
-        print(c.HERALD_WORKERS_TEXT)
+        print(c.HERALD_WORKERS_TEXT + f"; bulk pool here: --concurrency {args.bulk_concurrency}")
         print(
             f"tenant {SLUG!r}: rate_limits = {{'email': {{'rate': 100000, 'burst': 100000}}}} for the run "
             "(the default is 500/s, burst 500); " + c.API_LIMIT_TEXT
