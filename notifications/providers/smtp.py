@@ -20,7 +20,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from email import quoprimime
 from email.utils import formatdate, parseaddr
-from smtplib import quoteaddr
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -159,8 +159,8 @@ def plain_email(from_email: str, message: OutgoingMessage, headers: Mapping[str,
         return None
     if not all(_one_line(k) and ":" not in k and _one_line(v) for k, v in headers.items()):
         return None
-    envelope_from = parseaddr(from_email)[1]
-    if not envelope_from:
+    envelope_from = _envelope_address(from_email)
+    if not _BARE_ADDRESS.fullmatch(envelope_from):
         return None
     lines = [
         f"Subject: {message.subject}",
@@ -187,11 +187,17 @@ def plain_email(from_email: str, message: OutgoingMessage, headers: Mapping[str,
     return PlainEmail(envelope_from, message.to, headers["Message-ID"], text.encode("ascii"))
 
 
+@lru_cache(maxsize=64)
+def _envelope_address(from_email: str) -> str:
+    return parseaddr(from_email)[1]
+
+
 def pipelined_sendmail(smtp: smtplib.SMTP, envelope_from: str, to: str, data: bytes) -> None:
     """smtplib's sendmail for one recipient, with MAIL, RCPT and DATA sent in one write (RFC 2920
     PIPELINING): two round trips per message instead of four, and the same exceptions."""
     options = f" SIZE={len(data)}" if smtp.has_extn("size") else ""
-    smtp.send(f"MAIL FROM:{quoteaddr(envelope_from)}{options}\r\nRCPT TO:{quoteaddr(to)}\r\nDATA\r\n")
+    # Both are bare addresses (plain_email checked them), so <address> is how quoteaddr writes them.
+    smtp.send(f"MAIL FROM:<{envelope_from}>{options}\r\nRCPT TO:<{to}>\r\nDATA\r\n")
     mail, rcpt, start = smtp.getreply(), smtp.getreply(), smtp.getreply()
     if start[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
         # The server took DATA although MAIL or RCPT failed: end that empty message first.
