@@ -18,7 +18,7 @@ from typing import Any
 
 import phonenumbers
 from celery import chain, chord, shared_task
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 from django_tenants.utils import schema_context
@@ -146,7 +146,16 @@ def plan_broadcast(broadcast_id: str) -> int:
     return len(pending)
 
 
-@shared_task(name="notifications.fan_out_chunk", soft_time_limit=300, time_limit=360)
+@shared_task(
+    name="notifications.fan_out_chunk",
+    soft_time_limit=300,
+    time_limit=360,
+    # A lane's later chunks wait on this one, so a failure (a lost connection, a deadlock) is
+    # retried rather than ending the lane; a repeated chunk writes nothing (its `done` flag).
+    autoretry_for=(DatabaseError,),
+    retry_backoff=2,
+    max_retries=6,
+)
 def fan_out_chunk(broadcast_id: str, index: int) -> int:
     """Write one chunk's notifications and deliveries, once; their sends go out after commit."""
     with transaction.atomic():

@@ -248,3 +248,43 @@ def test_an_email_with_a_non_ascii_subject_or_a_display_name_recipient_is_left_t
         )
         is None
     )
+
+
+def test_a_chunk_whose_write_fails_once_is_retried_and_written_once(
+    personas: Personas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import OperationalError
+
+    from notifications.models import BroadcastChunk
+
+    with schema_context("alpha"):
+        items = people(3)
+        with transaction.atomic():  # no on_commit start: the chunk task is run below
+            broadcast = Broadcast.objects.create(
+                message={
+                    "channels": ["email"],
+                    "sources": {"email": {"subject": "S", "text": "T", "html": "", "url": "", "origin": ""}},
+                    "data": {},
+                    "category": "general",
+                    "template_key": "",
+                    "locale": "",
+                    "subject": "S",
+                    "body": "T",
+                },
+                recipient_count=3,
+            )
+            BroadcastChunk.objects.create(broadcast=broadcast, index=0, recipients=items)
+        real = fanout.write_chunk
+        failures = [OperationalError("server closed the connection unexpectedly")]
+
+        def flaky(broadcast: Broadcast, chunk_items: list[dict[str, Any]]) -> int:
+            if failures:
+                raise failures.pop()
+            return real(broadcast, chunk_items)
+
+        monkeypatch.setattr(fanout, "write_chunk", flaky)
+        result = fanout.fan_out_chunk.apply(args=(str(broadcast.id), 0))
+        assert result.get() == 3
+        assert failures == []
+        assert Delivery.objects.filter(notification__broadcast=broadcast).count() == 3
+        assert BroadcastChunk.objects.get(broadcast=broadcast, index=0).done
