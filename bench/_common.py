@@ -341,14 +341,14 @@ class Bench:
 
     def start_herald_workers(self, bulk_concurrency: int | None = None, **extra_env: str) -> list[Proc]:
         """The pools of deploy/Procfile (critical,high: 1; default: 1; bulk: BULK_CONCURRENCY) and
-        the dispatcher (its bound at twice the bulk pool, as `manage.py dispatch` defaults to)."""
+        the dispatcher (`manage.py dispatch`, its default bound)."""
         bulk = bulk_concurrency or BULK_CONCURRENCY
         procs = [
             self.start_worker("worker-critical", "herald_app", "critical,high", 1, **extra_env),
             self.start_worker("worker-default", "herald_app", "default", 1, **extra_env),
             self.start_worker("worker-bulk", "herald_app", "bulk", bulk, **extra_env),
         ]
-        dispatcher = [sys.executable, "manage.py", "dispatch", "--bound", str(2 * bulk)]
+        dispatcher = [sys.executable, "manage.py", "dispatch"]
         procs.append(self.start("dispatcher", dispatcher, self.env(BENCH_LABEL="dispatcher", **extra_env)))
         deadline = time.monotonic() + 60
         while not self.redis().exists("herald:fair:heartbeat"):

@@ -51,7 +51,7 @@ def parse_args() -> argparse.Namespace:
         "--bulk-concurrency",
         type=int,
         default=c.BULK_CONCURRENCY,
-        help="processes of Herald's bulk pool (the dispatcher's bound is twice this)",
+        help="processes of Herald's bulk pool",
     )
     c.add_common_args(parser, "herald_bench_broadcast")
     return parser.parse_args()
