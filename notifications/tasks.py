@@ -226,23 +226,26 @@ _MARK_SENT_SQL = """
     )
     INSERT INTO {events} (delivery_id, status, detail, created_at)
     SELECT id, 'sent', 'via ' || provider, now() FROM sent
+    RETURNING delivery_id
 """
 
 
-def mark_sent(outcomes: list[Outcome]) -> None:
-    """Move every successful delivery of a batch to `sent`, with its event, in one statement.
+def mark_sent(outcomes: list[Outcome]) -> list[str]:
+    """Move every successful delivery of a batch to `sent`, with its event, in one statement;
+    return the ids that moved (their `sent` events were written with them).
 
     Only deliveries still `sending` move (the state machine's rule for `sent`).
     """
     if not outcomes:
-        return
+        return []
     quote = connection.ops.quote_name
     sql = _MARK_SENT_SQL.format(
         deliveries=quote(Delivery._meta.db_table), events=quote(DeliveryEvent._meta.db_table)
     )
     values = [(o.delivery_id, o.provider, o.provider_message_id[:255]) for o in outcomes]
     with connection.cursor() as cursor:
-        execute_values(cursor.cursor, sql, values, page_size=max(len(values), 1))
+        rows = execute_values(cursor.cursor, sql, values, page_size=max(len(values), 1), fetch=True)
+    return [str(delivery_id) for (delivery_id,) in rows]
 
 
 def outgoing(delivery: Delivery) -> OutgoingMessage:
