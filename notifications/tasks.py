@@ -200,11 +200,12 @@ def send_channel(channel: str, deliveries: list[Delivery]) -> None:
         outcomes: list[Outcome] = []
         for start in range(0, len(messages), provider.batch_size):
             outcomes.extend(provider.send_batch(messages[start : start + provider.batch_size]))
-        log_attempts(by_id, outcomes)
+        with transaction.atomic():  # one commit (one WAL flush) for the attempts and the successes
+            log_attempts(by_id, outcomes)
+            mark_sent([o for o in outcomes if o.ok])
         health.record(
             channel, choice.name, ok=sum(o.ok for o in outcomes), failed=sum(not o.ok for o in outcomes)
         )
-        mark_sent([o for o in outcomes if o.ok])
         for outcome in outcomes:
             if outcome.ok:
                 continue
