@@ -495,19 +495,32 @@ class CpuMeter:
     for one database between `with` entry and exit, per role.
 
     On a machine shared with other work, wall-clock rates move with everyone else's load;
-    the CPU a run costs moves far less, so it is the figure to compare across runs. Backends
-    that connect during the window count from zero; one that disconnects before the end is
-    lost (the runs here keep their connections). `exclude` names backends not to count
-    (the bench's own polling connection).
+    the CPU a run costs moves far less, so it is the figure to compare across runs. Processes
+    are sampled every `interval` seconds and each one's last reading kept, so a backend that
+    connects during the window counts from zero and one that disconnects (Herald's workers
+    reconnect every DB_CONN_MAX_AGE, 60 s) loses at most its last interval. `exclude` names
+    backends not to count (the bench's own polling connection).
     """
 
     def __init__(
-        self, roots: Callable[[], dict[int, str]], db_name: str, exclude: Sequence[int] = ()
+        self,
+        roots: Callable[[], dict[int, str]],
+        db_name: str,
+        exclude: Sequence[int] = (),
+        interval: float = 0.5,
     ) -> None:
         self.roots = roots
         self.db_name = db_name
         self.exclude = set(exclude)
+        self.interval = interval
         self.by_role: dict[str, float] = {}
+        self._last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._last.update(self._snapshot())
 
     def _snapshot(self) -> dict[int, tuple[str, float]]:
         found: dict[int, tuple[str, float]] = {}
@@ -532,10 +545,13 @@ class CpuMeter:
 
     def __enter__(self) -> CpuMeter:
         self._start = self._snapshot()
+        self._thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        end = self._snapshot()
+        self._stop.set()
+        self._thread.join()
+        end = {**self._last, **self._snapshot()}
         self.by_role = {}
         for pid, (role, cpu) in end.items():
             spent = cpu - self._start.get(pid, (role, 0.0))[1]
