@@ -151,7 +151,10 @@ def plan_broadcast(broadcast_id: str) -> int:
     soft_time_limit=300,
     time_limit=360,
     # A lane's later chunks wait on this one, so a failure (a lost connection, a deadlock) is
-    # retried rather than ending the lane; a repeated chunk writes nothing (its `done` flag).
+    # retried and a worker that dies mid-chunk has the message delivered again, rather than
+    # ending the lane; a repeated chunk writes nothing (its `done` flag).
+    acks_late=True,
+    reject_on_worker_lost=True,
     autoretry_for=(DatabaseError,),
     retry_backoff=2,
     max_retries=6,
