@@ -358,11 +358,11 @@ class Bench:
         return procs
 
 
-BULK_CONCURRENCY = 4  # as deploy/Procfile
+BULK_CONCURRENCY = 2  # as deploy/Procfile
 
 HERALD_WORKERS_TEXT = (
     "Herald workers as deploy/Procfile: `celery -A tenant_platform worker -Q critical,high "
-    "--concurrency 1`, `-Q default --concurrency 1` and `-Q bulk --concurrency 4` (prefork; run "
+    "--concurrency 1`, `-Q default --concurrency 1` and `-Q bulk --concurrency 2` (prefork; run "
     "here as -A bench._common:herald_app, the same app plus a ready signal; -l warning, without "
     "gossip/mingle/heartbeat), and the fair dispatcher; no beat (no sweeper)"
 )

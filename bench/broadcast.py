@@ -16,7 +16,7 @@ postfix; run as root with -u postfix).
 2. Baseline, one task per delivery: the same worker, a task per delivery, an SMTP connection
    per mail, one UPDATE each, over --per-delivery rows.
 3. Herald: its web server (uvicorn on tenant_platform.asgi as deploy/Procfile, 2 processes)
-   and its two worker pools as deploy/Procfile (critical,high -c 1; default -c 1; bulk -c 4). The
+   and its two worker pools as deploy/Procfile (critical,high -c 1; default -c 1; bulk -c 2). The
    tenant's email rate limit is raised to 100,000/s (burst 100,000) for the run, so the limit
    does not pace it. One POST /api/v1/broadcasts with an inline list of N recipients; timed
    from just before the POST until every delivery has left queued/sending (end = the latest

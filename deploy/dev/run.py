@@ -516,7 +516,7 @@ def process_commands(env: Mapping[str, str], services: Services) -> dict[str, st
         ),
         "worker-bulk": venv_command(
             "celery", "-A", "tenant_platform", "worker", "-Q", "bulk",
-            "-n", "bulk@%h", "--concurrency", "4", "-l", "info",
+            "-n", "bulk@%h", "--concurrency", "2", "-l", "info",
         ),
         "beat": venv_command(
             "celery", "-A", "tenant_platform", "beat",
