@@ -162,6 +162,7 @@ class Bench:
     failed: bool = True
     smtp_port: int = 0
     smtp_kind: str = ""
+    smtp_proc: Proc | None = None
     started: float = field(default_factory=time.monotonic)
 
     def __enter__(self) -> Bench:
@@ -306,6 +307,7 @@ class Bench:
             self.smtp_kind = "aiosmtpd Sink (smtp-sink not installed; ~370 mails/s ceiling)"
         p = self.start("smtp-sink", argv, self.env())
         wait_port(port, p.proc, p.log)
+        self.smtp_proc = p
         return p
 
     def start_web(self, **extra_env: str) -> tuple[Proc, int]:
@@ -337,12 +339,14 @@ class Bench:
             time.sleep(0.2)
         return p
 
-    def start_herald_workers(self, **extra_env: str) -> list[Proc]:
-        """The pools of deploy/Procfile (critical,high: 1; default: 1; bulk: 2) and the dispatcher."""
+    def start_herald_workers(self, bulk_concurrency: int | None = None, **extra_env: str) -> list[Proc]:
+        """The pools of deploy/Procfile (critical,high: 1; default: 1; bulk: BULK_CONCURRENCY) and
+        the dispatcher (`manage.py dispatch`, its default bound)."""
+        bulk = bulk_concurrency or BULK_CONCURRENCY
         procs = [
             self.start_worker("worker-critical", "herald_app", "critical,high", 1, **extra_env),
             self.start_worker("worker-default", "herald_app", "default", 1, **extra_env),
-            self.start_worker("worker-bulk", "herald_app", "bulk", 2, **extra_env),
+            self.start_worker("worker-bulk", "herald_app", "bulk", bulk, **extra_env),
         ]
         dispatcher = [sys.executable, "manage.py", "dispatch"]
         procs.append(self.start("dispatcher", dispatcher, self.env(BENCH_LABEL="dispatcher", **extra_env)))
@@ -353,6 +357,8 @@ class Bench:
             time.sleep(0.2)
         return procs
 
+
+BULK_CONCURRENCY = 2  # as deploy/Procfile
 
 HERALD_WORKERS_TEXT = (
     "Herald workers as deploy/Procfile: `celery -A tenant_platform worker -Q critical,high "
@@ -482,6 +488,84 @@ class RssSampler:
                 self.peak_by_root[pid] = max(self.peak_by_root.get(pid, 0), rss)
             self.peak = max(self.peak, total)
             self._stop.wait(self.interval)
+
+
+class CpuMeter:
+    """CPU seconds (user + system) spent by some process trees and by PostgreSQL's backends
+    for one database between `with` entry and exit, per role.
+
+    On a machine shared with other work, wall-clock rates move with everyone else's load;
+    the CPU a run costs moves far less, so it is the figure to compare across runs. Processes
+    are sampled every `interval` seconds and each one's last reading kept, so a backend that
+    connects during the window counts from zero and one that disconnects (Herald's workers
+    reconnect every DB_CONN_MAX_AGE, 60 s) loses at most its last interval. `exclude` names
+    backends not to count (the bench's own polling connection).
+    """
+
+    def __init__(
+        self,
+        roots: Callable[[], dict[int, str]],
+        db_name: str,
+        exclude: Sequence[int] = (),
+        interval: float = 0.5,
+    ) -> None:
+        self.roots = roots
+        self.db_name = db_name
+        self.exclude = set(exclude)
+        self.interval = interval
+        self.by_role: dict[str, float] = {}
+        self._last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._last.update(self._snapshot())
+
+    def _snapshot(self) -> dict[int, tuple[str, float]]:
+        found: dict[int, tuple[str, float]] = {}
+        for root, role in self.roots().items():
+            try:
+                top = psutil.Process(root)
+                procs = [top, *top.children(recursive=True)]
+            except psutil.Error:
+                continue
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    t = p.cpu_times()
+                    found[p.pid] = (role, t.user + t.system)
+        marker = f" {self.db_name} "
+        for p in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                cmd = " ".join(p.info["cmdline"] or []) + " "
+                if p.pid not in self.exclude and cmd.startswith("postgres:") and marker in cmd:
+                    t = p.cpu_times()
+                    found[p.pid] = ("postgres", t.user + t.system)
+        return found
+
+    def __enter__(self) -> CpuMeter:
+        self._start = self._snapshot()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        end = {**self._last, **self._snapshot()}
+        self.by_role = {}
+        for pid, (role, cpu) in end.items():
+            spent = cpu - self._start.get(pid, (role, 0.0))[1]
+            self.by_role[role] = self.by_role.get(role, 0.0) + spent
+
+    @property
+    def total(self) -> float:
+        return sum(self.by_role.values())
+
+    def describe(self, deliveries: int) -> str:
+        """'X ms CPU per 1000 deliveries (role a, role b, ...)'."""
+        per = 1000 / max(deliveries, 1)
+        parts = ", ".join(f"{role} {cpu * per * 1000:.0f}" for role, cpu in sorted(self.by_role.items()))
+        return f"{self.total * per * 1000:.0f} ms CPU per 1000 deliveries ({parts})"
 
 
 def tree_rss(pid: int) -> int:
@@ -689,6 +773,8 @@ class BaselineRun:
     tasks: int
     seconds: float
     peak_rss: int
+    cpu: str = ""  # CpuMeter.describe
+    cpu_seconds: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -709,7 +795,10 @@ def run_baseline(b: Bench, worker: Proc, items: list[Any], task_name: str, deliv
             task.apply_async((item,), queue=staging, producer=producer)
     if client.llen(staging) != len(items) or client.llen(PLAIN_QUEUE) != 0:
         raise RuntimeError(f"expected {len(items)} messages in {staging} and none in {PLAIN_QUEUE}")
-    with RssSampler(lambda: [worker.proc.pid]) as rss:
+    roots = {worker.proc.pid: "worker"}
+    if b.smtp_proc is not None:
+        roots[b.smtp_proc.proc.pid] = "smtp-sink"
+    with RssSampler(lambda: [worker.proc.pid]) as rss, CpuMeter(lambda: roots, b.cfg.db_name) as cpu:
         started = time.time()
         client.rename(staging, PLAIN_QUEUE)
         deadline = time.monotonic() + 1800
@@ -720,7 +809,7 @@ def run_baseline(b: Bench, worker: Proc, items: list[Any], task_name: str, deliv
                     f"baseline did not finish:\n{worker.log.read_text(errors='replace')[-3000:]}"
                 )
         end = float(client.get(END_KEY) or 0)
-    return BaselineRun(deliveries, len(items), end - started, rss.peak)
+    return BaselineRun(deliveries, len(items), end - started, rss.peak, cpu.describe(deliveries), cpu.total)
 
 
 # --- The bare view (bench/api.py) ----------------------------------------------------------

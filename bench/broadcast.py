@@ -16,7 +16,7 @@ postfix; run as root with -u postfix).
 2. Baseline, one task per delivery: the same worker, a task per delivery, an SMTP connection
    per mail, one UPDATE each, over --per-delivery rows.
 3. Herald: its web server (uvicorn on tenant_platform.asgi as deploy/Procfile, 2 processes)
-   and its two worker pools as deploy/Procfile (critical,high -c 1; default,bulk -c 2). The
+   and its two worker pools as deploy/Procfile (critical,high -c 1; default -c 1; bulk -c 2). The
    tenant's email rate limit is raised to 100,000/s (burst 100,000) for the run, so the limit
    does not pace it. One POST /api/v1/broadcasts with an inline list of N recipients; timed
    from just before the POST until every delivery has left queued/sending (end = the latest
@@ -47,6 +47,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--recipients", type=int, default=100_000, help="recipients of the broadcast")
     parser.add_argument("--per-delivery", type=int, default=3000, help="deliveries of the one-per-task run")
     parser.add_argument("--timeout", type=float, default=1800, help="give up waiting for Herald after this")
+    parser.add_argument(
+        "--bulk-concurrency",
+        type=int,
+        default=c.BULK_CONCURRENCY,
+        help="processes of Herald's bulk pool",
+    )
     c.add_common_args(parser, "herald_bench_broadcast")
     return parser.parse_args()
 
@@ -64,7 +70,8 @@ def baselines(b: c.Bench, args: argparse.Namespace) -> tuple[c.BaselineRun, c.Ba
         batched = c.run_baseline(b, worker, chunks, "bench.send_batch", len(rows))
         print(
             f"baseline, 100 per task:    {batched.deliveries:7d} deliveries in {batched.seconds:7.2f} s = "
-            f"{batched.rate:8.0f} deliveries/s  ({batched.tasks} tasks; peak RSS {c.mib(batched.peak_rss)})",
+            f"{batched.rate:8.0f} deliveries/s  ({batched.tasks} tasks; peak RSS {c.mib(batched.peak_rss)})\n"
+            f"                            {batched.cpu}",
             flush=True,
         )
         singles = ids[warm + args.recipients : warm + args.recipients + args.per_delivery]
@@ -73,7 +80,7 @@ def baselines(b: c.Bench, args: argparse.Namespace) -> tuple[c.BaselineRun, c.Ba
         print(
             f"baseline, 1 per task:      {one.deliveries:7d} deliveries in {one.seconds:7.2f} s = "
             f"{one.rate:8.0f} deliveries/s  ({one.tasks} tasks; SMTP connection per mail; "
-            f"peak RSS {c.mib(one.peak_rss)})",
+            f"peak RSS {c.mib(one.peak_rss)})\n                            {one.cpu}",
             flush=True,
         )
     finally:
@@ -85,7 +92,7 @@ def baselines(b: c.Bench, args: argparse.Namespace) -> tuple[c.BaselineRun, c.Ba
 def herald(b: c.Bench, args: argparse.Namespace) -> dict[str, float]:
     tenant = c.provision(SLUG, rate_limits={"email": {"rate": 100_000, "burst": 100_000}})
     web, port = b.start_web(**c.API_LIMIT_ENV)
-    workers = b.start_herald_workers()
+    workers = b.start_herald_workers(args.bulk_concurrency)
     base = f"http://127.0.0.1:{port}/api/v1"
     session = c.session_for(tenant)
     conn = b.connect()
@@ -105,7 +112,14 @@ def herald(b: c.Bench, args: argparse.Namespace) -> dict[str, float]:
     )
     print(f"Herald: POST /api/v1/broadcasts with {args.recipients} recipients ({len(payload) / 1e6:.1f} MB)")
     pids = [web.proc.pid, *(w.proc.pid for w in workers)]
-    with c.RssSampler(lambda: pids) as rss:
+    roles = {web.proc.pid: "web", **{w.proc.pid: w.label for w in workers}}
+    if b.smtp_proc is not None:
+        roles[b.smtp_proc.proc.pid] = "smtp-sink"
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        (own_backend,) = cur.fetchone() or (0,)
+    meter = c.CpuMeter(lambda: roles, b.cfg.db_name, exclude=[own_backend])
+    with c.RssSampler(lambda: pids) as rss, meter:
         started = time.time()
         r = session.post(f"{base}/broadcasts", data=payload)
         answered = time.time()
@@ -142,15 +156,15 @@ def herald(b: c.Bench, args: argparse.Namespace) -> dict[str, float]:
         f"  GET /api/v1/broadcasts/<id> took {progress_seconds * 1000:.0f} ms: "
         f"{json.dumps(progress.json())[:400]}"
     )
-    roles = {web.proc.pid: "web", **{w.proc.pid: w.label for w in workers}}
     by_role = ", ".join(f"{roles[pid]} {c.mib(peak)}" for pid, peak in rss.peak_by_root.items())
     print(
         f"Herald broadcast:          {sent:7d} deliveries in {seconds:7.2f} s = {sent / seconds:8.0f} "
         f"deliveries/s  (peak RSS web + workers {c.mib(rss.peak)}: {by_role})",
         flush=True,
     )
+    print(f"                            {meter.describe(sent)} (until every delivery settled)", flush=True)
     conn.close()
-    return {"rate": sent / seconds, "seconds": seconds, "sent": sent, "peak": rss.peak}
+    return {"rate": sent / seconds, "seconds": seconds, "sent": sent, "peak": rss.peak, "cpu": meter.total}
 
 
 def wait_settled(
@@ -182,7 +196,7 @@ def main() -> int:
         print(
             f"web: {args.web} ({'2 processes, WEB_THREADS=8' if args.web == 'uvicorn' else '4 sync workers'})"
         )
-        print(c.HERALD_WORKERS_TEXT)
+        print(c.HERALD_WORKERS_TEXT + f"; bulk pool here: --concurrency {args.bulk_concurrency}")
         print(
             f"tenant {SLUG!r}: rate_limits = {{'email': {{'rate': 100000, 'burst': 100000}}}} for the run "
             "(the default is 500/s, burst 500); " + c.API_LIMIT_TEXT
@@ -195,6 +209,17 @@ def main() -> int:
         print(
             f"Herald / baseline (100 per task): {result['rate'] / batched.rate * 100:.0f}% (target >= 60%); "
             f"Herald / one task per delivery: {result['rate'] / one.rate:.1f}x (target >= 5x)"
+        )
+        per = {
+            "Herald": result["cpu"] / max(result["sent"], 1),
+            "batched": batched.cpu_seconds / batched.deliveries,
+            "one": one.cpu_seconds / one.deliveries,
+        }
+        print(
+            f"CPU per delivery (robust to the machine's other load): Herald {per['Herald'] * 1000:.2f} ms, "
+            f"baseline 100 per task {per['batched'] * 1000:.2f} ms "
+            f"({per['batched'] / per['Herald'] * 100:.0f}% of Herald's), "
+            f"1 per task {per['one'] * 1000:.2f} ms ({per['one'] / per['Herald']:.1f}x Herald's)"
         )
         print(
             "Note: Herald's time includes the POST (validating the list), the fan-out (chunk tasks writing "

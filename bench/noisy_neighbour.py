@@ -5,7 +5,7 @@
 Prints figures, asserts nothing. One throwaway database (dropped at the end, also on Ctrl-C),
 a Redis db of its own (12 unless --redis-url; flushed at the end), Debian's smtp-sink as the
 SMTP server, Herald's web server (uvicorn on tenant_platform.asgi as deploy/Procfile) and its
-two worker pools as deploy/Procfile: critical,high (-c 1) and default,bulk (-c 2).
+worker pools as deploy/Procfile: critical,high (-c 1), default (-c 1) and bulk (-c 2).
 
 Tenant B sends --each critical and --each normal email notifications one at a time (sequential
 POST /api/v1/notifications, alternating critical and normal, each to its own recipient):

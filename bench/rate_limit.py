@@ -5,7 +5,7 @@
 Prints figures, asserts nothing. One throwaway database (dropped at the end, also on Ctrl-C),
 a Redis db of its own (12 unless --redis-url; flushed at the end), Debian's smtp-sink as the
 SMTP server, Herald's web server (uvicorn on tenant_platform.asgi as deploy/Procfile) and its
-two worker pools as deploy/Procfile (critical,high -c 1; default,bulk -c 2).
+worker pools as deploy/Procfile (critical,high -c 1; default -c 1; bulk -c 2).
 
 - Tenant L has rate_limits = {"email": {"rate": 50, "burst": 50}}. It POSTs 5 batches of 1,000
   (POST /api/v1/notifications/batch, normal priority, one recipient each), back to back.

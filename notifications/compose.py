@@ -8,12 +8,13 @@ sandbox of notifications.rendering with the request's `data`, plus the links Her
 then sends the same content, and what was sent can be shown.
 """
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .models import Channel, Template, TemplateVariant
-from .rendering import RenderError, render
+from .rendering import MAX_OUTPUT, RenderError, prints_only, render
 
 # The fields of Delivery.content per channel, and which source field each is rendered from.
 CONTENT_FIELDS: dict[str, dict[str, str]] = {
@@ -123,3 +124,46 @@ def placeholder_links() -> dict[str, str]:
 
 def _request_field(source_field: str) -> str:
     return {"subject": "subject", "text": "body", "html": "html", "url": "url"}[source_field]
+
+
+# Stand-ins for the links while rendering once for many recipients: unguessable, so a template
+# can't produce one by other means, and made of characters no link contains.
+_SENTINELS = {name: f"\x00herald-{name}-{secrets.token_hex(8)}\x00" for name in LINK_VARIABLES}
+
+
+@dataclass(frozen=True)
+class SharedContent:
+    """A channel's content rendered once for every recipient whose context differs only by links.
+
+    A broadcast renders the same source with the same data for each recipient; only the signed
+    links differ. When the source prints the links as they are and does nothing else with them
+    (rendering.prints_only), one render with stand-ins and a substitution per recipient gives
+    exactly what a render per recipient would.
+    """
+
+    content: dict[str, str]
+
+    @classmethod
+    def prepare(cls, channel: str, source: Source, data: Mapping[str, Any]) -> "SharedContent | None":
+        """None when the source must be rendered per recipient (or fails to render: then each
+        recipient's own render reports the error as before)."""
+        names = frozenset(LINK_VARIABLES)
+        texts = [getattr(source, f) for f in CONTENT_FIELDS[channel].values()]
+        if not all(prints_only(text, names) for text in texts if text):
+            return None
+        try:
+            return cls(render_content(channel, source, data, _SENTINELS))
+        except ComposeError:
+            return None
+
+    def for_links(self, links: Mapping[str, str]) -> dict[str, str] | None:
+        """The content with these links; None if it would outgrow MAX_OUTPUT (render it then)."""
+        content = {}
+        for field, text in self.content.items():
+            if "\x00" in text:
+                for name, sentinel in _SENTINELS.items():
+                    text = text.replace(sentinel, links[name])
+                if len(text) > MAX_OUTPUT:
+                    return None
+            content[field] = text
+        return content

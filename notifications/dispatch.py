@@ -30,7 +30,7 @@ from tenants.redis_client import get_redis
 log = logging.getLogger(__name__)
 
 FAIR_PRIORITIES = frozenset({"bulk"})
-BOUND = 4  # messages allowed in a fair priority's broker queue at once
+BOUND = 4  # messages waiting in a fair priority's broker queue at once: twice the bulk pool
 HEARTBEAT_KEY = "herald:fair:heartbeat"
 HEARTBEAT_TTL = 10  # seconds
 

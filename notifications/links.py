@@ -4,6 +4,10 @@ Every token names the tenant's schema and the recipient; it is checked against t
 domain it is used on, so a token of one tenant is worthless on another's domain.
 """
 
+import base64
+import hashlib
+import hmac
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +59,63 @@ def read_unsubscribe_token(token: str) -> RecipientClaim:
     except signing.BadSignature:
         raise BadToken("invalid unsubscribe link") from None
     return _claim(data)
+
+
+class RecipientLinks:
+    """The signed links of many recipients of one tenant, as `recipient_token`,
+    `unsubscribe_token` and `tenant_url` make them, for a fraction of their cost.
+
+    Django's signer derives its HMAC key (a SHA-256 of salt and secret) on every call, and each
+    call looks up the schema and the tenant's host again; a broadcast chunk signs two tokens per
+    recipient, so here the schema, the URL prefix and the keyed HMACs are made once. The tokens
+    are the same strings Django's signer makes (tests compare them), so the readers above and
+    tokens already in people's mailboxes keep working.
+    """
+
+    def __init__(self) -> None:
+        self.schema = current_schema()
+        self.prefix = tenant_url("")
+        self._feed = _keyed_hmac(_FEED_SALT)
+        self._unsubscribe = _keyed_hmac(_UNSUBSCRIBE_SALT)
+
+    def recipient_token(self, recipient_id: str) -> str:
+        value = f"{_b64_json({'t': self.schema, 'r': recipient_id})}:{signing.b62_encode(int(time.time()))}"
+        return f"{value}:{_sign(self._feed, value)}"
+
+    def unsubscribe_token(self, recipient_id: str, category: str) -> str:
+        value = _b64_json({"t": self.schema, "r": recipient_id, "c": category})
+        return f"{value}:{_sign(self._unsubscribe, value)}"
+
+    def url(self, path: str) -> str:
+        return self.prefix + path
+
+    def message_links(self, recipient_id: str, category: str, required: bool) -> dict[str, str]:
+        """As pipeline.recipient_links: none to unsubscribe from a required category."""
+        prefs = self.url(f"/u/preferences/?token={self.recipient_token(recipient_id)}")
+        if required:
+            return {"unsubscribe_url": prefs, "preferences_url": prefs}
+        unsubscribe = self.url(f"/u/unsubscribe/{self.unsubscribe_token(recipient_id, category)}/")
+        return {"unsubscribe_url": unsubscribe, "preferences_url": prefs}
+
+
+def _keyed_hmac(salt: str) -> "hmac.HMAC":
+    # As django.utils.crypto.salted_hmac(salt + "signer", value, SECRET_KEY), keyed once.
+    key = hashlib.sha256(f"{salt}signer{settings.SECRET_KEY}".encode()).digest()
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
+def _sign(keyed: "hmac.HMAC", value: str) -> str:
+    mac = keyed.copy()
+    mac.update(value.encode())
+    return base64.urlsafe_b64encode(mac.digest()).strip(b"=").decode()
+
+
+def _b64_json(obj: dict[str, str]) -> str:
+    return (
+        base64.urlsafe_b64encode(json.dumps(obj, separators=(",", ":")).encode("latin-1"))
+        .strip(b"=")
+        .decode()
+    )
 
 
 def _claim(data: Any) -> RecipientClaim:

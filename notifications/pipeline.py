@@ -175,16 +175,8 @@ def _delivery(
     opted_out: set[tuple[uuid.UUID, int, str]],
     with_push: set[uuid.UUID],
 ) -> Delivery:
-    status, reason, content = DeliveryStatus.QUEUED, "", {}
-    if (recipient.id, category.pk, channel) in opted_out:
-        status, reason = DeliveryStatus.SUPPRESSED, f"recipient opted out of {category.key!r} on {channel}"
-    elif channel == Channel.PUSH and recipient.id not in with_push:
-        status, reason = DeliveryStatus.SUPPRESSED, "recipient has no push subscription"
-    elif not _address(recipient, channel):
-        status, reason = (
-            DeliveryStatus.FAILED,
-            f"recipient has no {ADDRESS_FIELD[channel]} for the {channel} channel",
-        )
+    content: dict[str, str] = {}
+    status, reason = delivery_status(recipient, category, channel, opted_out, with_push)
     try:
         content = render_content(channel, spec.sources[channel], spec.data, links)
     except ComposeError as exc:
@@ -264,7 +256,34 @@ def _insertable_fields(model: type[Model]) -> "list[Field[Any, Any]] | None":
     return fields
 
 
+def delivery_status(
+    recipient: Recipient,
+    category: Category,
+    channel: str,
+    opted_out: set[tuple[uuid.UUID, int, str]],
+    with_push: set[uuid.UUID],
+) -> tuple[str, str]:
+    """(status, reason) a new delivery starts in: queued, or suppressed or failed with why."""
+    if (recipient.id, category.pk, channel) in opted_out:
+        return DeliveryStatus.SUPPRESSED, f"recipient opted out of {category.key!r} on {channel}"
+    if channel == Channel.PUSH and recipient.id not in with_push:
+        return DeliveryStatus.SUPPRESSED, "recipient has no push subscription"
+    if not _address(recipient, channel):
+        return DeliveryStatus.FAILED, f"recipient has no {ADDRESS_FIELD[channel]} for the {channel} channel"
+    return DeliveryStatus.QUEUED, ""
+
+
 ADDRESS_FIELD: dict[str, str] = {"email": "email", "sms": "phone", "push": "id", "in_app": "id"}
+
+
+def _opted_out(recipient_ids: set[uuid.UUID], cats: Iterable[Category]) -> set[tuple[uuid.UUID, int, str]]:
+    """(recipient, category, channel) opted out among these recipients (a broadcast's chunk reads
+    them with this; a request gets them from its upsert)."""
+    optional = [c.pk for c in cats if not c.required]
+    if not optional or not recipient_ids:
+        return set()
+    rows = Preference.objects.filter(recipient_id__in=recipient_ids, category_id__in=optional, enabled=False)
+    return set(rows.values_list("recipient_id", "category_id", "channel"))
 
 
 def recipient_links(recipient: Recipient, category: Category) -> dict[str, str]:

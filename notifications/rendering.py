@@ -223,3 +223,27 @@ def render(source: str, data: dict[str, Any]) -> str:
 def check_syntax(source: str) -> None:
     """Raise jinja2.TemplateSyntaxError if `source` doesn't parse (nothing is rendered)."""
     _env.parse(source)
+
+
+@lru_cache(maxsize=256)
+def prints_only(source: str, names: frozenset[str]) -> bool:
+    """Whether `source` uses each of `names` only by printing it as it is (`{{ name }}`).
+
+    Then its output differs between two contexts that differ only in those names by exactly
+    those printed values, and one render can serve many contexts (see compose.SharedContent).
+    Any other use (a filter, a test, a condition, an assignment, a macro argument) says no,
+    and so does a template that does not parse or that draws random values (`random`,
+    `lipsum`), which would then be drawn once for everyone instead of once per context.
+    """
+    try:
+        tree = _env.parse(source)
+    except TemplateError:
+        return False
+    if any(f.name == "random" for f in tree.find_all(nodes.Filter)):
+        return False
+    if any(n.name == "lipsum" for n in tree.find_all(nodes.Name)):
+        return False
+    printed: set[int] = set()
+    for output in tree.find_all(nodes.Output):
+        printed.update(id(n) for n in output.nodes if isinstance(n, nodes.Name) and n.ctx == "load")
+    return all(id(n) in printed for n in tree.find_all(nodes.Name) if n.name in names)

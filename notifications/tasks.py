@@ -7,6 +7,7 @@ error rate is too high. Every try is a DeliveryAttempt row. A transient failure 
 Retry-After), up to the channel's `max_attempts`; a permanent one fails at once.
 """
 
+import json
 import logging
 import random
 from collections import defaultdict
@@ -18,15 +19,23 @@ from typing import Any
 from celery import shared_task
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Q
 from django.utils import timezone
 from psycopg2.extras import execute_values
 
 from tenants.schemas import current_schema, current_tenant
 
 from . import health, live, ratelimit
-from .models import AttemptOutcome, Channel, Delivery, DeliveryAttempt, DeliveryEvent, DeliveryStatus
-from .pipeline import enqueue, record_events, transition
+from .models import (
+    AttemptOutcome,
+    Channel,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryEvent,
+    DeliveryStatus,
+    Notification,
+)
+from .pipeline import enqueue, transition
 from .providers.base import Outcome, OutgoingMessage
 from .providers.registry import ProviderChoice, resolve
 
@@ -51,27 +60,67 @@ class RetryPolicy:
         return random.uniform(0, ceiling)  # noqa: S311 (jitter, not cryptography)
 
 
+_CLAIM_SQL = """
+    WITH picked AS (
+        SELECT id FROM {deliveries}
+        WHERE id = ANY(%s::uuid[]) AND status = 'queued'
+        FOR UPDATE SKIP LOCKED
+    ), moved AS (
+        UPDATE {deliveries} AS d SET status = 'sending', updated_at = now(), attempts = d.attempts + 1
+        FROM picked WHERE d.id = picked.id
+        RETURNING d.id, d.notification_id, d.channel, d.address, d.content, d.attempts, d.provider
+    ), events AS (
+        INSERT INTO {events} (delivery_id, status, detail, created_at)
+        SELECT id, 'sending', '', now() FROM moved
+        RETURNING id, delivery_id, created_at
+    )
+    SELECT m.id, m.channel, m.address, m.content, m.attempts, m.provider, n.id, n.priority, n.data,
+           n.broadcast_id, e.id, e.created_at
+    FROM moved AS m JOIN {notifications} AS n ON n.id = m.notification_id
+    JOIN events AS e ON e.delivery_id = m.id
+"""
+
+
 def claim(delivery_ids: Sequence[str]) -> list[Delivery]:
     """Move queued deliveries to sending; only the ones this call moved are ours to send.
 
     A redelivered or replayed message finds its deliveries no longer queued and sends nothing.
+    One statement: pick the queued rows not locked by another claim (SKIP LOCKED), move them,
+    write their `sending` events, and return what the send needs (a batch used to take a
+    SELECT, an UPDATE and an INSERT through the ORM).
     """
-    with transaction.atomic():
-        claimed = list(
-            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(id__in=delivery_ids, status=DeliveryStatus.QUEUED)
-            .select_related("notification")
+    quote = connection.ops.quote_name
+    sql = _CLAIM_SQL.format(
+        deliveries=quote(Delivery._meta.db_table),
+        events=quote(DeliveryEvent._meta.db_table),
+        notifications=quote(Notification._meta.db_table),
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, [list(delivery_ids)])
+        rows = cursor.fetchall()
+    claimed: list[Delivery] = []
+    events: list[live.Event] = []
+    for did, channel, address, content, attempts, provider, nid, priority, data, bid, eid, at in rows:
+        events.append(live.event_json(eid, did, nid, bid, channel, DeliveryStatus.SENDING, "", at))
+        delivery = Delivery(
+            id=did,
+            notification_id=nid,
+            channel=channel,
+            address=address,
+            status=DeliveryStatus.SENDING,
+            content=_json(content),
+            attempts=attempts,
+            provider=provider,
         )
-        if not claimed:
-            return []
-        now = timezone.now()
-        Delivery.objects.filter(id__in=[d.id for d in claimed]).update(
-            status=DeliveryStatus.SENDING, updated_at=now, attempts=F("attempts") + 1
-        )
-        record_events((d.id for d in claimed), DeliveryStatus.SENDING)
-    for d in claimed:  # keep the in-memory rows in step with what was written
-        d.status, d.attempts = DeliveryStatus.SENDING, d.attempts + 1
+        delivery.notification = Notification(id=nid, priority=priority, data=_json(data))
+        claimed.append(delivery)
+    live.events_written((), known=events)
     return claimed
+
+
+def _json(value: Any) -> Any:
+    # Django has psycopg2 hand jsonb over as text (its JSONField decodes it).
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 @shared_task(
@@ -158,11 +207,12 @@ def send_channel(channel: str, deliveries: list[Delivery]) -> None:
         outcomes: list[Outcome] = []
         for start in range(0, len(messages), provider.batch_size):
             outcomes.extend(provider.send_batch(messages[start : start + provider.batch_size]))
-        log_attempts(by_id, outcomes)
+        with transaction.atomic():  # one commit (one WAL flush) for the attempts and the successes
+            log_attempts(by_id, outcomes)
+            mark_sent([o for o in outcomes if o.ok])
         health.record(
             channel, choice.name, ok=sum(o.ok for o in outcomes), failed=sum(not o.ok for o in outcomes)
         )
-        mark_sent([o for o in outcomes if o.ok])
         for outcome in outcomes:
             if outcome.ok:
                 continue
@@ -172,38 +222,52 @@ def send_channel(channel: str, deliveries: list[Delivery]) -> None:
     schedule_retries(retry)
 
 
+# The batch's successes and their `sent` events in one statement.
 _MARK_SENT_SQL = """
-    UPDATE {table} AS d
-    SET status = 'sent', provider = v.provider, provider_message_id = v.message_id,
-        sent_at = now(), updated_at = now(), last_error = ''
-    FROM (VALUES %s) AS v(id, provider, message_id)
-    WHERE d.id = v.id::uuid AND d.status = 'sending'
-    RETURNING d.id, v.provider
+    WITH sent AS (
+        UPDATE {deliveries} AS d
+        SET status = 'sent', provider = v.provider, provider_message_id = v.message_id,
+            sent_at = now(), updated_at = now(), last_error = ''
+        FROM (VALUES %s) AS v(id, provider, message_id)
+        WHERE d.id = v.id::uuid AND d.status = 'sending'
+        RETURNING d.id, v.provider, d.notification_id, d.channel
+    )
+    , events AS (
+        INSERT INTO {events} (delivery_id, status, detail, created_at)
+        SELECT id, 'sent', 'via ' || provider, now() FROM sent
+        RETURNING id, delivery_id, detail, created_at
+    )
+    SELECT e.id, e.delivery_id, s.notification_id, n.broadcast_id, s.channel, e.detail, e.created_at
+    FROM events AS e JOIN sent AS s ON s.id = e.delivery_id
+    JOIN {notifications} AS n ON n.id = s.notification_id
 """
 
 
-def mark_sent(outcomes: list[Outcome]) -> None:
-    """Move every successful delivery of a batch to `sent` in one statement, with its events.
+def mark_sent(outcomes: list[Outcome]) -> list[str]:
+    """Move every successful delivery of a batch to `sent`, with its event, in one statement;
+    return the ids that moved (their `sent` events were written with them).
 
-    One UPDATE .. FROM (VALUES ..) and one INSERT of events per batch, instead of a transaction
-    per delivery. Only deliveries still `sending` move (the state machine's rule for `sent`).
+    Only deliveries still `sending` move (the state machine's rule for `sent`).
     """
     if not outcomes:
-        return
-    table = connection.ops.quote_name(Delivery._meta.db_table)
+        return []
+    quote = connection.ops.quote_name
+    sql = _MARK_SENT_SQL.format(
+        deliveries=quote(Delivery._meta.db_table),
+        events=quote(DeliveryEvent._meta.db_table),
+        notifications=quote(Notification._meta.db_table),
+    )
     values = [(o.delivery_id, o.provider, o.provider_message_id[:255]) for o in outcomes]
-    with transaction.atomic(), connection.cursor() as cursor:
-        rows = execute_values(
-            cursor.cursor, _MARK_SENT_SQL.format(table=table), values, page_size=1000, fetch=True
-        )
-        now = timezone.now()
-        events = DeliveryEvent.objects.bulk_create(
-            DeliveryEvent(
-                delivery_id=delivery_id, status=DeliveryStatus.SENT, detail=f"via {provider}", created_at=now
-            )
-            for delivery_id, provider in rows
-        )
-        live.events_written(e.id for e in events)
+    with connection.cursor() as cursor:
+        rows = execute_values(cursor.cursor, sql, values, page_size=max(len(values), 1), fetch=True)
+    live.events_written(
+        (),
+        known=[
+            live.event_json(eid, did, nid, bid, channel, DeliveryStatus.SENT, detail, at)
+            for eid, did, nid, bid, channel, detail, at in rows
+        ],
+    )
+    return [str(row[1]) for row in rows]
 
 
 def outgoing(delivery: Delivery) -> OutgoingMessage:
@@ -230,20 +294,32 @@ def outgoing(delivery: Delivery) -> OutgoingMessage:
     )
 
 
+_ATTEMPTS_SQL = """
+    INSERT INTO {table} (delivery_id, number, provider, outcome, response, duration_ms, started_at)
+    VALUES %s
+"""
+
+
 def log_attempts(by_id: dict[str, Delivery], outcomes: list[Outcome]) -> None:
+    """One DeliveryAttempt row per outcome, in one INSERT."""
+    if not outcomes:
+        return
     now = timezone.now()
-    DeliveryAttempt.objects.bulk_create(
-        DeliveryAttempt(
-            delivery_id=o.delivery_id,
-            number=by_id[o.delivery_id].attempts,
-            provider=o.provider,
-            outcome=_attempt_outcome(o),
-            response=o.response,
-            duration_ms=o.duration_ms,
-            started_at=o.started_at or now,  # when the call began, not when this row is written
+    values = [
+        (
+            o.delivery_id,
+            by_id[o.delivery_id].attempts,
+            o.provider,
+            _attempt_outcome(o),
+            o.response,
+            o.duration_ms,
+            o.started_at or now,  # when the call began, not when this row is written
         )
         for o in outcomes
-    )
+    ]
+    sql = _ATTEMPTS_SQL.format(table=connection.ops.quote_name(DeliveryAttempt._meta.db_table))
+    with connection.cursor() as cursor:
+        execute_values(cursor.cursor, sql, values, page_size=max(len(values), 1))
 
 
 def _attempt_outcome(outcome: Outcome) -> str:

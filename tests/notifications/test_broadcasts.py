@@ -94,6 +94,21 @@ def test_a_broadcast_to_an_inline_list_reaches_everyone_once(
 
 
 @pytest.mark.worker
+def test_a_broadcast_with_more_chunks_than_lanes_fans_out_every_chunk_and_finishes(
+    worker: Process, smtp_server: FakeSmtpServer, personas: Personas
+) -> None:
+    n = fanout.CHUNK_SIZE * fanout.FAN_OUT_LANES + 10  # one lane runs two chunks in a row
+    tag = f"l{uuid.uuid4().hex[:6]}"
+    response = call(personas, "post", "/api/v1/broadcasts", {**MESSAGE, "recipients": people(n, tag)})
+    assert response.status_code == 202, response.content
+    shown = settled(personas, response.json()["url"], timeout=180)
+    assert shown["chunks"] == {"done": fanout.FAN_OUT_LANES + 1, "total": fanout.FAN_OUT_LANES + 1}
+    assert shown["deliveries"] == {"expected": n, "by_status": {"sent": n}}
+    received = {m.rcpt_tos[0] for m in smtp_server.handler.messages if m.rcpt_tos[0].startswith(f"{tag}-")}
+    assert len(received) == n
+
+
+@pytest.mark.worker
 def test_a_broadcast_to_a_topic_honours_preferences(
     worker: Process, smtp_server: FakeSmtpServer, personas: Personas
 ) -> None:
