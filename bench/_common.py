@@ -326,6 +326,8 @@ class Bench:
 
     def start_worker(self, label: str, app: str, queues: str, concurrency: int, **extra_env: str) -> Proc:
         argv = [str(BIN / "celery"), "-A", f"bench._common:{app}", "worker", "-Q", queues]
+        if nice := WORKER_NICE.get(label, 0):
+            argv = ["nice", "-n", str(nice), *argv]
         argv += ["-n", f"{label}-{os.getpid()}@%h", "--concurrency", str(concurrency), "-P", "prefork"]
         argv += ["-l", "warning", "--without-gossip", "--without-mingle", "--without-heartbeat"]
         p = self.start(label, argv, self.env(BENCH_LABEL=label, **extra_env))
@@ -359,10 +361,13 @@ class Bench:
 
 
 BULK_CONCURRENCY = 2  # as deploy/Procfile
+# As deploy/Procfile (`nice -n 10 celery ... -Q bulk`): the bulk pool yields the CPU to the others.
+WORKER_NICE = {"worker-bulk": 10}
 
 HERALD_WORKERS_TEXT = (
     "Herald workers as deploy/Procfile: `celery -A tenant_platform worker -Q critical,high "
-    "--concurrency 1`, `-Q default --concurrency 1` and `-Q bulk --concurrency 2` (prefork; run "
+    "--concurrency 1`, `-Q default --concurrency 1` and `nice -n 10 ... -Q bulk --concurrency 2` "
+    "(prefork; run "
     "here as -A bench._common:herald_app, the same app plus a ready signal; -l warning, without "
     "gossip/mingle/heartbeat), and the fair dispatcher; no beat (no sweeper)"
 )

@@ -514,7 +514,8 @@ def process_commands(env: Mapping[str, str], services: Services) -> dict[str, st
             "celery", "-A", "tenant_platform", "worker", "-Q", "default",
             "-n", "default@%h", "--concurrency", "1", "-l", "info",
         ),
-        "worker-bulk": venv_command(
+        # Niced: bulk work yields the CPU to the critical and default pools (noisy_neighbour.py).
+        "worker-bulk": "nice -n 10 " + venv_command(
             "celery", "-A", "tenant_platform", "worker", "-Q", "bulk",
             "-n", "bulk@%h", "--concurrency", "2", "-l", "info",
         ),
