@@ -8,9 +8,9 @@ delivery. Inside `batched()` (a send task wraps its whole run in it) everything 
 and published once when the scope ends, so a task that claims 100 deliveries, sends them and
 records retries publishes one message, not one per transaction.
 
-Broadcasts touched by a batch get their progress recounted at most about once a second each
-(`broadcast_progress_soon`): a Redis key throttles the recount and a delayed task makes sure the
-last change is always followed by one more count, so a progress bar always ends at the truth.
+Broadcasts touched by a batch get their progress recounted every 1 to 5 seconds, by size
+(`broadcast_progress_soon`), by a delayed task on the broadcast's own queue; the last change is
+always followed by one more count, so a progress bar always ends at the truth.
 
 All of this is best effort. The database is the truth: a page that missed a message catches
 up from the DeliveryEvent table on reconnect (`/ws/console/?after=<event id>`).
@@ -175,19 +175,46 @@ def _to_webhooks(events: list[dict[str, Any]]) -> None:
 
 
 def broadcast_progress_soon(broadcast_id: str) -> None:
-    """Recount the broadcast now if nobody did in the last second, else once more shortly after."""
+    """Count the broadcast's deliveries again shortly (progress_interval), unless a count is pending.
+
+    The count (every delivery of the broadcast, by status) runs in a task on the broadcast's own
+    queue: a bulk broadcast's counts use the bulk pool, never the capacity of another tenant's
+    normal or critical sends (counting in the default pool held their sends back by a count's
+    time, bench/noisy_neighbour.py). The pending task clears the key when it starts, so whatever
+    commits after that schedules one more count: the last change is always followed by a count.
+    """
     schema = current_schema()
     try:
-        redis = get_redis()
-        if redis.set(f"herald:bprog:{schema}:{broadcast_id}", 1, nx=True, px=PROGRESS_INTERVAL_MS):
-            publish_broadcast_progress(broadcast_id)
+        if not get_redis().set(_pending_key(schema, broadcast_id), 1, nx=True, px=PROGRESS_PENDING_MS):
             return
-        if redis.set(f"herald:bprog-next:{schema}:{broadcast_id}", 1, nx=True, px=10 * PROGRESS_INTERVAL_MS):
-            broadcast_progress.apply_async(
-                args=(broadcast_id,), countdown=PROGRESS_INTERVAL_MS / 1000, queue="default"
-            )
+        from .models import Broadcast
+        from .pipeline import QUEUE_FOR_PRIORITY
+
+        row = Broadcast.objects.filter(pk=broadcast_id).values_list("priority", "recipient_count").first()
+        priority, recipients = row or ("", 0)
+        broadcast_progress.apply_async(
+            args=(broadcast_id,),
+            countdown=progress_interval(recipients),
+            queue=QUEUE_FOR_PRIORITY.get(priority, "default"),
+        )
     except Exception:
         log.warning("live: could not schedule progress of broadcast %s", broadcast_id, exc_info=True)
+
+
+PROGRESS_PENDING_MS = 60_000  # a count lost with its message is retried after this
+
+
+def progress_interval(recipients: int) -> float:
+    """Seconds between counts: 1 s up to 20,000 recipients, then longer with the size, up to 5 s.
+
+    A count reads every delivery of the broadcast, so its cost grows with the broadcast; a
+    longer interval keeps the counting of a big one to a small, steady share of the database.
+    """
+    return min(5.0, max(PROGRESS_INTERVAL_MS / 1000, recipients / 20_000))
+
+
+def _pending_key(schema: str, broadcast_id: str) -> str:
+    return f"herald:bprog-pending:{schema}:{broadcast_id}"
 
 
 def publish_broadcast_progress(broadcast_id: str) -> None:
@@ -201,6 +228,6 @@ def publish_broadcast_progress(broadcast_id: str) -> None:
 
 @shared_task(name="notifications.broadcast_progress", ignore_result=True, soft_time_limit=30, time_limit=45)
 def broadcast_progress(broadcast_id: str) -> None:
-    """The trailing recount after a throttled change (see broadcast_progress_soon)."""
-    get_redis().delete(f"herald:bprog-next:{current_schema()}:{broadcast_id}")
+    """The broadcast's progress, counted and published (see broadcast_progress_soon)."""
+    get_redis().delete(_pending_key(current_schema(), broadcast_id))
     publish_broadcast_progress(broadcast_id)
