@@ -14,12 +14,14 @@ import json
 import logging
 import uuid
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Any
 
 import phonenumbers
 from celery import chain, chord, shared_task
+from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Count
+from django.db.models import Count, Max
 from django.utils import timezone
 from django_tenants.utils import schema_context
 from psycopg2.extras import execute_values
@@ -384,3 +386,29 @@ def publish_progress(broadcast: Broadcast, *, full: bool = True) -> None:
     counts (counting every delivery after every chunk grew with chunks x deliveries)."""
     body = progress(broadcast) if full else fan_out_progress(broadcast)
     live.publish("broadcast.progress", {"broadcast": body})
+
+
+@shared_task(name="notifications.sweep_broadcasts", ignore_result=True, soft_time_limit=60, time_limit=90)
+def sweep_broadcasts() -> int:
+    """Start again the fan-outs that stalled (beat runs this for every tenant); return how many.
+
+    A broadcast still `accepted` after SWEEP_BROADCAST_AFTER seconds never got its first task
+    (the broker was down when it was accepted); one `fanning_out` with chunks still pending and
+    none finished for that long lost a lane (its worker died, or a chunk failed past its
+    retries). Starting again is safe: each chunk is written once (locked and flagged in its own
+    transaction), and the finishing callback only moves a broadcast forward.
+    """
+    cutoff = timezone.now() - timedelta(seconds=settings.SWEEP_BROADCAST_AFTER)
+    stalled = Broadcast.objects.filter(
+        status__in=(BroadcastStatus.ACCEPTED, BroadcastStatus.FANNING_OUT), created_at__lt=cutoff
+    ).annotate(last_chunk_done=Max("chunks__done_at"))
+    schema = current_schema()
+    restarted = 0
+    for broadcast in stalled[:100]:
+        moving = broadcast.last_chunk_done is not None and broadcast.last_chunk_done >= cutoff
+        if broadcast.status == BroadcastStatus.FANNING_OUT and moving:
+            continue
+        log.warning("broadcast %s stalled (%s); starting its fan-out again", broadcast.id, broadcast.status)
+        start(str(broadcast.id), schema)
+        restarted += 1
+    return restarted

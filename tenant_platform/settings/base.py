@@ -182,6 +182,13 @@ CELERY_BEAT_SCHEDULE = {
         "args": ["notifications.sweep_stuck_deliveries"],
         "kwargs": {"queue": "high"},
     },
+    # Broadcasts whose fan-out never started (broker down) or stalled.
+    "sweep-stalled-broadcasts": {
+        "task": "tenants.for_each_tenant",
+        "schedule": 60.0,
+        "args": ["notifications.sweep_broadcasts"],
+        "kwargs": {"queue": "high"},
+    },
     # Webhook messages whose retry is due, or whose task the broker lost.
     "send-due-webhooks": {
         "task": "tenants.for_each_tenant",
@@ -200,6 +207,8 @@ CELERY_BEAT_SCHEDULE = {
 # those in `sending` this long (their worker died): seconds.
 SWEEP_QUEUED_AFTER = env.int("SWEEP_QUEUED_AFTER", default=60)
 SWEEP_SENDING_AFTER = env.int("SWEEP_SENDING_AFTER", default=300)
+# A broadcast not started, or with no chunk finished, this long is fanned out again: seconds.
+SWEEP_BROADCAST_AFTER = env.int("SWEEP_BROADCAST_AFTER", default=120)
 # Key for the HMAC over each task message's tenant header. Derived from SECRET_KEY unless set.
 TASK_SIGNING_KEY = secret("TASK_SIGNING_KEY", default="")
 # How often a worker process checks whether cached tenants changed (seconds).

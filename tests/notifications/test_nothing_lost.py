@@ -23,7 +23,8 @@ from django.utils import timezone
 from django_tenants.utils import schema_context
 from kombu import Connection
 
-from notifications.models import Delivery, DeliveryStatus, Notification, Recipient
+from notifications.fanout import sweep_broadcasts
+from notifications.models import Broadcast, BroadcastStatus, Delivery, DeliveryStatus, Notification, Recipient
 from notifications.tasks import send_deliveries, sweep_stuck_deliveries
 from tests.conftest import Personas, Process, celery_bin, service_env, wait_until
 from tests.fakes.smtp_server import FakeSmtpServer, free_port
@@ -196,3 +197,62 @@ def test_a_worker_killed_mid_send_leaves_the_delivery_to_be_sent_once(
     sent = delivered(personas, str(delivery.id))
     assert sent.attempts == 2
     assert len(smtp_server.messages_to(address)) == 1
+
+
+def test_a_broadcast_accepted_during_a_broker_outage_is_fanned_out_by_the_sweeper_and_sent_once(
+    worker: Process, smtp_server: FakeSmtpServer, personas: Personas, broker: Broker, settings: Any
+) -> None:
+    port = free_port()
+    web = Process(
+        "web-broker-outage-broadcast",
+        [
+            str(Path(sys.executable).parent / "uvicorn"),
+            "tenant_platform.asgi:application",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        service_env(smtp_server.url, TEST_CELERY_BROKER_URL=broker.url),
+    )
+    tag = uuid.uuid4().hex[:8]
+    addresses = [f"bc-outage-{tag}-{i}@example.com" for i in range(30)]
+    try:
+        wait_until(lambda: _port_open(port), timeout=30)
+        broker.stop()
+        body = {
+            "recipients": [{"external_id": f"bc-{tag}-{i}", "email": a} for i, a in enumerate(addresses)],
+            "channels": ["email"],
+            "subject": "Still here",
+            "body": "Hi all",
+        }
+        response = requests.post(
+            f"http://127.0.0.1:{port}/api/v1/broadcasts",
+            data=json.dumps(body),
+            timeout=30,
+            headers={
+                "Host": "alpha.localhost",
+                "Authorization": f"Bearer {personas.alpha.api_key}",
+                "Content-Type": "application/json",
+            },
+        )
+        assert response.status_code == 202, response.text
+        assert "could not start broadcast" in web.log()
+        broadcast_id = response.json()["id"]
+    finally:
+        web.stop()
+    with schema_context("alpha"):
+        assert Broadcast.objects.get(pk=broadcast_id).status == BroadcastStatus.ACCEPTED  # kept, not lost
+        settings.SWEEP_BROADCAST_AFTER = 0  # beat runs the sweep every minute; here, now
+        assert sweep_broadcasts() >= 1
+
+    def fanned_out_and_sent() -> bool:
+        with schema_context("alpha"):
+            broadcast = Broadcast.objects.get(pk=broadcast_id)
+            sent = Delivery.objects.filter(
+                notification__broadcast_id=broadcast_id, status=DeliveryStatus.SENT
+            ).count()
+        return broadcast.status == BroadcastStatus.FANNED_OUT and sent == len(addresses)
+
+    wait_until(fanned_out_and_sent, timeout=60, interval=0.5)
+    assert all(len(smtp_server.messages_to(a)) == 1 for a in addresses)
