@@ -92,9 +92,10 @@ def delivered(personas: Personas, delivery_id: str) -> Delivery:
     return result
 
 
-def test_a_post_during_a_broker_outage_is_accepted_and_delivered_once_afterwards(
-    worker: Process, smtp_server: FakeSmtpServer, personas: Personas, broker: Broker, settings: Any
-) -> None:
+def post_while_the_broker_is_down(
+    smtp_server: FakeSmtpServer, personas: Personas, broker: Broker, path: str, body: dict[str, Any]
+) -> tuple[dict[str, Any], str]:
+    """POST to a web process of its own whose broker is then stopped; (answer, its log)."""
     port = free_port()
     web = Process(
         "web-broker-outage",
@@ -111,15 +112,8 @@ def test_a_post_during_a_broker_outage_is_accepted_and_delivered_once_afterwards
     try:
         wait_until(lambda: _port_open(port), timeout=30)
         broker.stop()  # the web process's broker goes away
-        address = f"outage-{uuid.uuid4().hex[:8]}@example.com"
-        body = {
-            "recipient": {"external_id": f"u-{uuid.uuid4()}", "email": address},
-            "channels": ["email"],
-            "subject": "Still here",
-            "body": "Hi",
-        }
         response = requests.post(
-            f"http://127.0.0.1:{port}/api/v1/notifications",
+            f"http://127.0.0.1:{port}{path}",
             data=json.dumps(body),
             timeout=30,
             headers={
@@ -129,10 +123,25 @@ def test_a_post_during_a_broker_outage_is_accepted_and_delivered_once_afterwards
             },
         )
         assert response.status_code == 202, response.text
-        assert "could not enqueue" in web.log()
-        notification_id = response.json()["id"]
+        answer: dict[str, Any] = response.json()
+        return answer, web.log()
     finally:
         web.stop()
+
+
+def test_a_post_during_a_broker_outage_is_accepted_and_delivered_once_afterwards(
+    worker: Process, smtp_server: FakeSmtpServer, personas: Personas, broker: Broker, settings: Any
+) -> None:
+    address = f"outage-{uuid.uuid4().hex[:8]}@example.com"
+    body = {
+        "recipient": {"external_id": f"u-{uuid.uuid4()}", "email": address},
+        "channels": ["email"],
+        "subject": "Still here",
+        "body": "Hi",
+    }
+    answer, log = post_while_the_broker_is_down(smtp_server, personas, broker, "/api/v1/notifications", body)
+    assert "could not enqueue" in log
+    notification_id = answer["id"]
     with schema_context("alpha"):
         (delivery,) = Delivery.objects.filter(notification_id=notification_id)
         assert delivery.status == DeliveryStatus.QUEUED  # written, waiting, not lost
@@ -202,45 +211,17 @@ def test_a_worker_killed_mid_send_leaves_the_delivery_to_be_sent_once(
 def test_a_broadcast_accepted_during_a_broker_outage_is_fanned_out_by_the_sweeper_and_sent_once(
     worker: Process, smtp_server: FakeSmtpServer, personas: Personas, broker: Broker, settings: Any
 ) -> None:
-    port = free_port()
-    web = Process(
-        "web-broker-outage-broadcast",
-        [
-            str(Path(sys.executable).parent / "uvicorn"),
-            "tenant_platform.asgi:application",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        service_env(smtp_server.url, TEST_CELERY_BROKER_URL=broker.url),
-    )
     tag = uuid.uuid4().hex[:8]
     addresses = [f"bc-outage-{tag}-{i}@example.com" for i in range(30)]
-    try:
-        wait_until(lambda: _port_open(port), timeout=30)
-        broker.stop()
-        body = {
-            "recipients": [{"external_id": f"bc-{tag}-{i}", "email": a} for i, a in enumerate(addresses)],
-            "channels": ["email"],
-            "subject": "Still here",
-            "body": "Hi all",
-        }
-        response = requests.post(
-            f"http://127.0.0.1:{port}/api/v1/broadcasts",
-            data=json.dumps(body),
-            timeout=30,
-            headers={
-                "Host": "alpha.localhost",
-                "Authorization": f"Bearer {personas.alpha.api_key}",
-                "Content-Type": "application/json",
-            },
-        )
-        assert response.status_code == 202, response.text
-        assert "could not start broadcast" in web.log()
-        broadcast_id = response.json()["id"]
-    finally:
-        web.stop()
+    body = {
+        "recipients": [{"external_id": f"bc-{tag}-{i}", "email": a} for i, a in enumerate(addresses)],
+        "channels": ["email"],
+        "subject": "Still here",
+        "body": "Hi all",
+    }
+    answer, log = post_while_the_broker_is_down(smtp_server, personas, broker, "/api/v1/broadcasts", body)
+    assert "could not start broadcast" in log
+    broadcast_id = answer["id"]
     with schema_context("alpha"):
         assert Broadcast.objects.get(pk=broadcast_id).status == BroadcastStatus.ACCEPTED  # kept, not lost
         settings.SWEEP_BROADCAST_AFTER = 0  # beat runs the sweep every minute; here, now
