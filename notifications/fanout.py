@@ -40,7 +40,6 @@ from .models import (
     DeliveryEvent,
     DeliveryStatus,
     Notification,
-    PushSubscription,
     Topic,
     TopicSubscription,
 )
@@ -49,10 +48,9 @@ from .pipeline import (
     NotificationSpec,
     RecipientSpec,
     _address,
-    _opted_out,
     delivery_status,
     enqueue_all,
-    upsert_recipients,
+    upsert_and_read,
 )
 from .preferences import service as categories
 from .recipients import spec_of
@@ -185,9 +183,9 @@ def write_chunk(broadcast: Broadcast, items: list[dict[str, Any]]) -> int:
     """Write these recipients' notifications, deliveries and `queued` events; send after commit.
 
     What pipeline.accept_many does for one request, cut to a broadcast's shape (one message,
-    one category, many recipients) and to a handful of statements: the recipients upserted in
-    one, preferences and push subscriptions read in one each, the notifications inserted in one,
-    the deliveries and their events in one. Each channel's content is rendered once for the
+    one category, many recipients) and to a handful of statements: the recipients upserted, with
+    their opt-outs and push subscriptions, in one (as for a request), the notifications inserted
+    in one, the deliveries and their events in one. Each channel's content is rendered once for the
     whole chunk when only the links differ between recipients (compose.SharedContent), else per
     recipient. Statuses and reasons are accept_many's (pipeline.delivery_status).
     """
@@ -198,15 +196,9 @@ def write_chunk(broadcast: Broadcast, items: list[dict[str, Any]]) -> int:
     sources = {channel: Source(**source) for channel, source in message["sources"].items()}
     category = categories.category(message["category"])
     specs = [_normalised(spec_of(item)) for item in items]
-    recipients = upsert_recipients(specs)
-    opted_out = _opted_out({r.id for r in recipients.values()}, [category])
-    with_push: set[uuid.UUID] = set()
-    if Channel.PUSH in channels:
-        with_push = set(
-            PushSubscription.objects.filter(recipient_id__in=[r.id for r in recipients.values()]).values_list(
-                "recipient_id", flat=True
-            )
-        )
+    known = upsert_and_read(specs, [category.key])
+    recipients, with_push = known.recipients, known.with_push
+    opted_out = {e for e in known.opted_out if e[1] == category.pk} if not category.required else set()
     shared_data: dict[str, Any] = message["data"]
     shared: dict[str, SharedContent | None] = dict.fromkeys(channels)
     if any(not item.get("data") for item in items):  # someone gets the message's own data

@@ -98,7 +98,7 @@ def accept_many(specs: Sequence[NotificationSpec], broadcast: Broadcast | None =
         return []
     with transaction.atomic():
         keys = sorted({spec.category for spec in specs})
-        known = _upsert_and_read([spec.recipient for spec in specs], keys)
+        known = upsert_and_read([spec.recipient for spec in specs], keys)
         recipients = known.recipients
         # A category named for the first time is made here (service.category creates it).
         cats = {key: known.categories.get(key) or categories.category(key) for key in keys}
@@ -276,16 +276,6 @@ def delivery_status(
 ADDRESS_FIELD: dict[str, str] = {"email": "email", "sms": "phone", "push": "id", "in_app": "id"}
 
 
-def _opted_out(recipient_ids: set[uuid.UUID], cats: Iterable[Category]) -> set[tuple[uuid.UUID, int, str]]:
-    """(recipient, category, channel) opted out among these recipients (a broadcast's chunk reads
-    them with this; a request gets them from its upsert)."""
-    optional = [c.pk for c in cats if not c.required]
-    if not optional or not recipient_ids:
-        return set()
-    rows = Preference.objects.filter(recipient_id__in=recipient_ids, category_id__in=optional, enabled=False)
-    return set(rows.values_list("recipient_id", "category_id", "channel"))
-
-
 def recipient_links(recipient: Recipient, category: Category) -> dict[str, str]:
     """The links every message may use; none to unsubscribe from a required category."""
     prefs = tenant_url(f"/u/preferences/?token={recipient_token(str(recipient.id))}")
@@ -365,7 +355,7 @@ _UPSERT_AND_READ_SQL = """
 """
 
 
-def _upsert_and_read(specs: Sequence[RecipientSpec], category_keys: Sequence[str]) -> _Known:
+def upsert_and_read(specs: Sequence[RecipientSpec], category_keys: Sequence[str]) -> _Known:
     """upsert_recipients, and in the same statement what accept_many reads about them."""
     quote = connection.ops.quote_name
     with connection.cursor() as cursor:
