@@ -32,10 +32,9 @@ from dataclasses import dataclass
 from importlib import import_module
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user
 from django.db.models import Max
@@ -47,7 +46,7 @@ from tenants.models import Tenant
 from .. import live
 from ..console.roles import role_of
 from ..models import DeliveryEvent
-from .consumers import CLOSE_BAD_REQUEST, CLOSE_UNKNOWN_HOST, Refused
+from .consumers import CLOSE_BAD_REQUEST, Refused, TenantSocket
 
 CLOSE_POLICY = 1008
 CATCH_UP_LIMIT = 10_000
@@ -119,29 +118,24 @@ def catch_up(tenant: Tenant, after: int | None) -> CatchUp:
     return CatchUp(events=events, last=ids[-1] if ids else after, more=more)
 
 
-class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channels ships no types
-    group: str | None = None
+class ConsoleConsumer(TenantSocket):
     checked_at: float = 0.0
 
     async def connect(self) -> None:
-        # Accept first so that a refusal carries a close code and reason the browser can read.
-        await self.accept()
-        tenant: Tenant | None = self.scope.get("tenant")
-        if tenant is None:  # routed without TenantFromHostMiddleware
-            await self.close(code=CLOSE_UNKNOWN_HOST, reason="no tenant for this host")
+        opened = await self.open_for_tenant()
+        if opened is None:
             return
-        params = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        tenant, params = opened
         try:
             check_origin(self.scope)
             after = parse_after(params.get("after", [""])[0])
             await database_sync_to_async(console_user)(tenant, self.scope)
         except Refused as refused:
-            await self.close(code=refused.code, reason=refused.reason)
+            await self.refuse(refused)
             return
         self.checked_at = time.monotonic()
         # Join before reading what was missed: whatever commits in between arrives (perhaps twice).
-        self.group = live.tenant_group(tenant.schema_name)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.join(live.tenant_group(tenant.schema_name))
         missed = await database_sync_to_async(catch_up)(tenant, after)
         step = live.PUBLISH_BATCH
         for start in range(0, len(missed.events), step):
@@ -155,11 +149,6 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # chan
             }
         )
 
-    async def disconnect(self, code: int) -> None:
-        if self.group is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-            self.group = None
-
     async def receive(
         self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
     ) -> None:
@@ -171,7 +160,7 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # chan
             try:
                 await database_sync_to_async(console_user)(self.scope["tenant"], self.scope)
             except Refused as refused:
-                await self.close(code=refused.code, reason=refused.reason)
+                await self.refuse(refused)
                 return
             self.checked_at = time.monotonic()
         await self.send_json({"type": "pong"})

@@ -112,31 +112,56 @@ def catch_up(tenant: Tenant, recipient_id: str, after: uuid.UUID | datetime | No
     )
 
 
-class FeedConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channels ships no types
+class TenantSocket(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channels ships no types
+    """A socket that listens to one channel-layer group of the tenant it connected to.
+
+    It accepts before checking anything, so that a refusal carries a close code and a reason
+    the browser can read, and leaves its group when it closes.
+    """
+
     group: str | None = None
 
+    async def open_for_tenant(self) -> tuple[Tenant, dict[str, list[str]]] | None:
+        """Accept; the tenant and the query parameters, or None (closed) without a tenant."""
+        await self.accept()
+        tenant: Tenant | None = self.scope.get("tenant")
+        if tenant is None:  # routed without TenantFromHostMiddleware
+            await self.close(code=CLOSE_UNKNOWN_HOST, reason="no tenant for this host")
+            return None
+        return tenant, parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+
+    async def refuse(self, refused: Refused) -> None:
+        await self.close(code=refused.code, reason=refused.reason)
+
+    async def join(self, group: str) -> None:
+        self.group = group
+        await self.channel_layer.group_add(group, self.channel_name)
+
+    async def disconnect(self, code: int) -> None:
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+            self.group = None
+
+
+class FeedConsumer(TenantSocket):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sent_ids: set[str] = set()
 
     async def connect(self) -> None:
-        # Accept first so that a refusal carries a close code and reason the browser can read.
-        await self.accept()
-        tenant: Tenant | None = self.scope.get("tenant")
-        if tenant is None:  # routed without TenantFromHostMiddleware
-            await self.close(code=CLOSE_UNKNOWN_HOST, reason="no tenant for this host")
+        opened = await self.open_for_tenant()
+        if opened is None:
             return
-        params = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        tenant, params = opened
         try:
             after = parse_after(params.get("after", [""])[0])
             recipient_id = await database_sync_to_async(recipient_for_token)(
                 tenant, params.get("token", [""])[0]
             )
         except Refused as refused:
-            await self.close(code=refused.code, reason=refused.reason)
+            await self.refuse(refused)
             return
-        self.group = feed_group(tenant.schema_name, recipient_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.join(feed_group(tenant.schema_name, recipient_id))
         missed = await database_sync_to_async(catch_up)(tenant, recipient_id, after)
         for item in missed.items:
             self.sent_ids.add(str(item["id"]))
@@ -144,11 +169,6 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channel
         await self.send_json(
             {"type": "feed.ready", "unread": missed.unread, "missed": len(missed.items), "more": missed.more}
         )
-
-    async def disconnect(self, code: int) -> None:
-        if self.group is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-            self.group = None
 
     async def receive(
         self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
