@@ -43,9 +43,9 @@ def tenant_group(schema: str) -> str:
 
 def publish(event_type: str, payload: dict[str, Any]) -> None:
     """Best effort: the database is the truth, and a page that missed this catches up from it."""
-    from .realtime import publish_to_feeds
+    from .realtime import publish_to_groups
 
-    publish_to_feeds([(tenant_group(current_schema()), {"type": event_type, **payload})])
+    publish_to_groups([(tenant_group(current_schema()), {"type": event_type, **payload})])
 
 
 # --- delivery events ----------------------------------------------------------------------------
@@ -150,10 +150,10 @@ def publish_events(items: list[int | Event]) -> None:
     if not events:
         return
     events.sort(key=lambda e: int(e["id"]))
-    from .realtime import publish_to_feeds
+    from .realtime import publish_to_groups
 
     group = tenant_group(current_schema())
-    publish_to_feeds(
+    publish_to_groups(
         (group, {"type": "delivery.events", "events": events[start : start + PUBLISH_BATCH]})
         for start in range(0, len(events), PUBLISH_BATCH)
     )

@@ -18,7 +18,7 @@ from django.utils import timezone
 from tenants.schemas import current_schema
 
 from ..models import FeedStatus, InAppMessage, Recipient
-from ..realtime import feed_group, publish_to_feeds
+from ..realtime import feed_group, publish_to_groups
 
 VISIBLE = (FeedStatus.UNREAD, FeedStatus.READ)  # what a feed shows unless archived items are asked for
 
@@ -80,6 +80,6 @@ def announce_counts(recipient_id: uuid.UUID | str) -> None:
 
     def publish() -> None:
         message: dict[str, Any] = {"type": "feed.counts", **counts(recipient_id)}
-        publish_to_feeds([(feed_group(schema, recipient_id), message)])
+        publish_to_groups([(feed_group(schema, recipient_id), message)])
 
     transaction.on_commit(publish)

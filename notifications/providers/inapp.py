@@ -21,7 +21,7 @@ from tenants.schemas import current_schema
 from .. import feed
 from ..feed.serializers import item_json
 from ..models import Delivery, InAppMessage, Recipient
-from ..realtime import feed_group, publish_to_feeds
+from ..realtime import feed_group, publish_to_groups
 from .base import InAppProvider, OutgoingMessage, ProviderError
 
 _TITLE_MAX = 255  # InAppMessage.title
@@ -123,7 +123,7 @@ def announce_new_items(items: list[InAppMessage]) -> None:
         except DatabaseError:
             log.warning("feed: could not count unread items; %d new items not published", len(payloads))
             return
-        publish_to_feeds(
+        publish_to_groups(
             (
                 feed_group(schema, recipient_id),
                 {"type": "feed.item", "item": item, "unread": unread[recipient_id]},

@@ -1,9 +1,10 @@
-"""Live updates over WebSockets: the tenant-from-Host middleware, the feed consumer, and publishing.
+"""Live updates over WebSockets: the tenant-from-Host middleware, the consumers, and publishing.
 
-Publishing goes through the channel layer (settings.CHANNEL_LAYERS, Redis). One group per tenant
-schema and recipient; whoever changes a recipient's feed calls `publish_to_feeds` after the
-change is committed. The database stays the source of truth: a message lost here (Redis down, a
-client offline) is caught up by the client on reconnect (`/ws/feed/?after=<item id>`).
+Publishing goes through the channel layer (settings.CHANNEL_LAYERS, Redis) with
+`publish_to_groups`, after the change is committed: to a recipient's feed group (schema and
+recipient) and to the tenant's console group (notifications.live). The database stays the source
+of truth: a message lost here (Redis down, a client offline) is caught up by the client on
+reconnect (`/ws/feed/?after=<item id>`, `/ws/console/?after=<event id>`).
 """
 
 import asyncio
@@ -38,7 +39,7 @@ def feed_group(schema: str, recipient_id: uuid.UUID | str) -> str:
     return name
 
 
-def publish_to_feeds(messages: Iterable[tuple[str, dict[str, Any]]]) -> int:
+def publish_to_groups(messages: Iterable[tuple[str, dict[str, Any]]]) -> int:
     """Hand each (group, message) to this process's publisher; return how many were handed over.
 
     Never raises and never waits for Redis: the messages are sent, in the order they were handed
