@@ -31,6 +31,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -168,21 +169,34 @@ def herald(b: c.Bench, args: argparse.Namespace) -> dict[str, float]:
 
 
 def wait_settled(
-    conn: object, schema: str, expected: int, timeout: float, started: float | None = None
+    conn: Any, schema: str, expected: int, timeout: float, started: float | None = None
 ) -> dict[str, int]:
-    """Poll the deliveries' statuses until `expected` have left queued/sending."""
+    """Poll the deliveries' statuses until `expected` have left queued/sending.
+
+    Polls with a query that stops at the first unsettled delivery it finds, and counts every
+    status only when none is left (or to print progress every 15 s): a full count over 100,000
+    rows every half second took 10-20% of a core from the run it measured. The end time is read
+    from the deliveries' `sent_at` afterwards, so the polling interval does not bias it.
+    """
     deadline = time.monotonic() + timeout
     last_print = time.monotonic()
+    unsettled = f"""SELECT EXISTS (SELECT 1 FROM "{schema}".notifications_delivery
+                                   WHERE status IN ('queued', 'sending'))"""
     while True:
-        counts = c.status_counts(conn, schema)
-        settled = sum(n for s, n in counts.items() if s not in ("queued", "sending"))
-        if settled >= expected:
-            return counts
+        with conn.cursor() as cur:
+            cur.execute(unsettled)
+            (waiting,) = cur.fetchone()
+        if not waiting:
+            counts = c.status_counts(conn, schema)
+            settled = sum(n for s, n in counts.items() if s not in ("queued", "sending"))
+            if settled >= expected:
+                return counts
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {settled} of {expected} deliveries settled after {timeout}s: {counts}")
+            counts = c.status_counts(conn, schema)
+            raise RuntimeError(f"deliveries not settled after {timeout}s: {counts}")
         if started is not None and time.monotonic() - last_print >= 15:
             last_print = time.monotonic()
-            print(f"  {time.time() - started:6.0f} s: {counts}", flush=True)
+            print(f"  {time.time() - started:6.0f} s: {c.status_counts(conn, schema)}", flush=True)
         time.sleep(0.5)
 
 
