@@ -72,3 +72,26 @@ def test_a_critical_notification_overtakes_a_bulk_backlog(
     # The same tenant's 3,000 bulk mails, queued first, are still going.
     assert sent_to(smtp_server, big) < 0.6 * 3000
     wait_until(lambda: sent_to(smtp_server, big) == 3000, timeout=120)
+
+
+def test_the_dispatcher_counts_what_waits_in_a_broker_queue() -> None:
+    """The dispatcher's count of a queue (one kept Redis client) matches what was published to it,
+    across kombu's priority lists, and an unknown queue counts as empty."""
+    from celery import current_app
+
+    from notifications.dispatch import Dispatcher
+
+    queue = f"test-count-{uuid.uuid4().hex[:8]}"
+    dispatcher = Dispatcher()
+    assert dispatcher.queued(queue) == 0
+    with current_app.producer_or_acquire() as producer:
+        for priority in (None, 0, 5, 9):
+            current_app.send_task("test.nothing", queue=queue, priority=priority, producer=producer)
+    try:
+        assert dispatcher.queued(queue) == 4
+        assert dispatcher._sizer is not None  # counted with the kept client, not queue_declare
+        assert dispatcher.queued(queue) == dispatcher.broker.default_channel._size(queue)
+    finally:
+        channel = dispatcher.broker.default_channel
+        lists = [channel._q_for_pri(queue, p) for p in channel.priority_steps]
+        redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(*lists)
