@@ -636,6 +636,38 @@ def _announce_ready(sender: Any = None, **_: Any) -> None:
     bench_redis().set(READY_KEY.format(label=os.environ.get("BENCH_LABEL", "?")), str(os.getpid()))
 
 
+TASK_CPU_KEY = "bench:task-cpu"  # hash: task name -> CPU seconds its runs took in the workers
+_task_started: dict[str, float] = {}
+
+
+@signals.task_prerun.connect(weak=False)
+def _task_cpu_start(task_id: str = "", **_: Any) -> None:
+    _task_started[task_id] = time.process_time()
+
+
+@signals.task_postrun.connect(weak=False)
+def _task_cpu_end(task_id: str = "", task: Any = None, **_: Any) -> None:
+    """Charge the CPU a task's run took (this process, all its threads) to the task's name."""
+    started = _task_started.pop(task_id, None)
+    if started is not None and task is not None and "BENCH_REDIS_URL" in os.environ:
+        bench_redis().hincrbyfloat(TASK_CPU_KEY, task.name, time.process_time() - started)
+
+
+def task_cpu(client: redis.Redis) -> dict[str, float]:
+    """CPU seconds per task name so far (reset with `client.delete(TASK_CPU_KEY)`)."""
+    raw: dict[bytes, bytes] = client.hgetall(TASK_CPU_KEY)  # type: ignore[assignment]
+    return {k.decode(): float(v) for k, v in raw.items()}
+
+
+def describe_task_cpu(cpu: dict[str, float], deliveries: int) -> str:
+    per = 1000 / max(deliveries, 1)
+    parts = ", ".join(
+        f"{name.removeprefix('notifications.')} {seconds * per * 1000:.0f}"
+        for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1])
+    )
+    return f"ms CPU per 1000 deliveries inside tasks, by task: {parts}"
+
+
 def _build_herald_app() -> Celery:
     from tenant_platform.celery import app
 

@@ -120,6 +120,7 @@ def herald(b: c.Bench, args: argparse.Namespace) -> dict[str, float]:
         cur.execute("SELECT pg_backend_pid()")
         (own_backend,) = cur.fetchone() or (0,)
     meter = c.CpuMeter(lambda: roles, b.cfg.db_name, exclude=[own_backend])
+    b.redis().delete(c.TASK_CPU_KEY)
     with c.RssSampler(lambda: pids) as rss, meter:
         started = time.time()
         r = session.post(f"{base}/broadcasts", data=payload)
@@ -164,6 +165,7 @@ def herald(b: c.Bench, args: argparse.Namespace) -> dict[str, float]:
         flush=True,
     )
     print(f"                            {meter.describe(sent)} (until every delivery settled)", flush=True)
+    print(f"                            {c.describe_task_cpu(c.task_cpu(b.redis()), sent)}", flush=True)
     conn.close()
     return {"rate": sent / seconds, "seconds": seconds, "sent": sent, "peak": rss.peak, "cpu": meter.total}
 
