@@ -28,7 +28,7 @@ from psycopg2.extras import execute_values
 
 from tenants.schemas import current_schema
 
-from . import live
+from . import live, urgency
 from .compose import ComposeError, SharedContent, Source, render_content
 from .links import RecipientLinks
 from .models import (
@@ -44,6 +44,7 @@ from .models import (
     TopicSubscription,
 )
 from .pipeline import (
+    BULK_QUEUE,
     QUEUE_FOR_PRIORITY,
     NotificationSpec,
     RecipientSpec,
@@ -158,9 +159,12 @@ def plan_broadcast(broadcast_id: str) -> int:
     autoretry_for=(DatabaseError,),
     retry_backoff=2,
     max_retries=6,
+    bind=True,
 )
-def fan_out_chunk(broadcast_id: str, index: int) -> int:
+def fan_out_chunk(self: Any, broadcast_id: str, index: int) -> int:
     """Write one chunk's notifications and deliveries, once; their sends go out after commit."""
+    if (self.request.delivery_info or {}).get("routing_key") == BULK_QUEUE:
+        urgency.yield_to_urgent()
     with transaction.atomic():
         # Lock the chunk only: FOR UPDATE of the joined broadcast too made every chunk of a
         # broadcast wait for the one before it (and blocked their inserts' foreign-key checks).

@@ -22,7 +22,7 @@ from psycopg2.extras import execute_values
 
 from tenants.schemas import current_schema
 
-from . import live
+from . import live, urgency
 from .compose import ComposeError, Source, render_content
 from .links import recipient_token, tenant_url, unsubscribe_token
 from .models import (
@@ -49,6 +49,7 @@ QUEUE_FOR_PRIORITY: dict[str, str] = {
     Priority.NORMAL.value: "default",
     Priority.BULK.value: "bulk",
 }
+BULK_QUEUE = QUEUE_FOR_PRIORITY[Priority.BULK.value]
 
 
 @dataclass(frozen=True)
@@ -424,7 +425,9 @@ def enqueue(
             if countdown:
                 send_deliveries.apply_async(args=(delivery_ids,), queue=queue, countdown=countdown)
             else:
-                send_deliveries.apply_async(args=(delivery_ids,), queue=queue)
+                sent = send_deliveries.apply_async(args=(delivery_ids,), queue=queue)
+                if queue != BULK_QUEUE:  # bulk work steps aside until it has been sent
+                    urgency.note(sent.id)
     except Exception:  # any publish failure: the database still has the work
         log.warning(
             "could not enqueue %d deliveries; left queued for the sweeper", len(delivery_ids), exc_info=True

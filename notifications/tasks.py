@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from tenants.schemas import current_schema, current_tenant
 
-from . import health, live, ratelimit
+from . import health, live, ratelimit, urgency
 from .models import (
     AttemptOutcome,
     Channel,
@@ -34,7 +34,7 @@ from .models import (
     DeliveryStatus,
     Notification,
 )
-from .pipeline import enqueue, transition
+from .pipeline import BULK_QUEUE, enqueue, transition
 from .providers.base import Outcome, OutgoingMessage
 from .providers.registry import ProviderChoice, resolve
 
@@ -159,12 +159,24 @@ def send_deliveries(self: Any, delivery_ids: list[str], reserved: bool = False) 
     Over the limit the message is published again to run when the reserved turn comes
     (`reserved=True`: the turn is already taken); it is never dropped and never spins.
     """
+    queue = (self.request.delivery_info or {}).get("routing_key") or "default"
     if not reserved:
         delay = rate_limit_delay(delivery_ids)
         if delay > RATE_LIMIT_SLACK:
-            queue = (self.request.delivery_info or {}).get("routing_key") or "default"
             self.apply_async(args=(delivery_ids,), kwargs={"reserved": True}, countdown=delay, queue=queue)
             return
+    if queue == BULK_QUEUE:
+        urgency.yield_to_urgent()
+        _send(delivery_ids)
+        return
+    noted = urgency.note(self.request.id)
+    try:
+        _send(delivery_ids)
+    finally:
+        urgency.done(noted)
+
+
+def _send(delivery_ids: list[str]) -> None:
     by_channel: dict[str, list[Claimed]] = defaultdict(list)
     with live.batched():  # one live message for everything this task records
         for delivery in claim(delivery_ids):

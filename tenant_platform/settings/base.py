@@ -209,6 +209,9 @@ SWEEP_QUEUED_AFTER = env.int("SWEEP_QUEUED_AFTER", default=60)
 SWEEP_SENDING_AFTER = env.int("SWEEP_SENDING_AFTER", default=300)
 # A broadcast not started, or with no chunk finished, this long is fanned out again: seconds.
 SWEEP_BROADCAST_AFTER = env.int("SWEEP_BROADCAST_AFTER", default=120)
+# The longest a bulk batch waits for urgent (non-bulk) sends in flight before it starts
+# (notifications/urgency.py); 0 turns the yielding off.
+BULK_YIELD_MAX_MS = env.int("BULK_YIELD_MAX_MS", default=100)
 # Key for the HMAC over each task message's tenant header. Derived from SECRET_KEY unless set.
 TASK_SIGNING_KEY = secret("TASK_SIGNING_KEY", default="")
 # How often a worker process checks whether cached tenants changed (seconds).

@@ -1,0 +1,73 @@
+"""Bulk work steps aside while urgent work is in flight.
+
+Queues and pools keep a critical or normal message from waiting in a queue behind bulk work,
+but the pools still share the machine's CPU and the database: a broadcast sending at full speed
+doubled another tenant's critical latency on two cores (`bench/noisy_neighbour.py`). So every
+non-bulk send is noted in Redis from its publish to the end of its task, and a bulk task about
+to start its next batch (a send batch or a fan-out chunk) waits while any is noted, for at most
+`BULK_YIELD_MAX_MS`. Bulk work is slowed, never stopped: under a steady stream of urgent work
+each bulk batch waits at most that long.
+
+The notes are members of one sorted set scored by when they lapse, so a task that dies without
+clearing its note holds bulk work back for at most `URGENT_LEASE_MS`.
+"""
+
+import logging
+import time
+import uuid
+
+import redis
+from django.conf import settings
+
+from tenants.redis_client import get_redis
+
+log = logging.getLogger(__name__)
+
+URGENT_KEY = "herald:urgent"
+URGENT_LEASE_MS = 5_000  # a noted message is forgotten after this, whatever happened to it
+POLL_SECONDS = 0.005
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def note(message_id: str | None = None) -> str:
+    """Note urgent work (a published message or a running task); returns its id for `done`."""
+    message_id = message_id or uuid.uuid4().hex
+    try:
+        get_redis().zadd(URGENT_KEY, {message_id: _now_ms() + URGENT_LEASE_MS})
+    except redis.RedisError:  # yielding is an optimisation: never fail a send over it
+        log.debug("could not note urgent work", exc_info=True)
+    return message_id
+
+
+def done(message_id: str) -> None:
+    try:
+        get_redis().zrem(URGENT_KEY, message_id)
+    except redis.RedisError:
+        log.debug("could not clear urgent work", exc_info=True)
+
+
+def in_flight() -> int:
+    """Urgent messages noted and not lapsed."""
+    client = get_redis()
+    now = _now_ms()
+    pipe = client.pipeline(transaction=False)
+    pipe.zremrangebyscore(URGENT_KEY, "-inf", now)
+    pipe.zcard(URGENT_KEY)
+    return int(pipe.execute()[1])
+
+
+def yield_to_urgent() -> float:
+    """Wait while urgent work is in flight, up to BULK_YIELD_MAX_MS; the seconds waited."""
+    limit = settings.BULK_YIELD_MAX_MS / 1000
+    if limit <= 0:
+        return 0.0
+    started = time.monotonic()
+    try:
+        while in_flight() and time.monotonic() - started < limit:
+            time.sleep(POLL_SECONDS)
+    except redis.RedisError:
+        log.debug("could not read urgent work", exc_info=True)
+    return time.monotonic() - started

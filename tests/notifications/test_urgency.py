@@ -1,0 +1,78 @@
+"""Bulk work steps aside while urgent work is in flight (notifications/urgency.py)."""
+
+import json
+import threading
+import time
+import uuid
+
+import pytest
+from django.test import override_settings
+
+from notifications import urgency
+from tenants.redis_client import get_redis
+from tests.conftest import Personas, Process, wait_until
+from tests.fakes.smtp_server import FakeSmtpServer
+
+
+@pytest.fixture(autouse=True)
+def _no_notes() -> None:
+    get_redis().delete(urgency.URGENT_KEY)
+
+
+def test_bulk_goes_at_once_when_nothing_urgent_is_in_flight() -> None:
+    assert urgency.yield_to_urgent() < 0.05
+
+
+@override_settings(BULK_YIELD_MAX_MS=300)
+def test_bulk_waits_while_urgent_work_is_in_flight_but_never_longer_than_the_cap() -> None:
+    urgency.note("stuck")
+    waited = urgency.yield_to_urgent()
+    assert 0.29 <= waited < 0.6, waited
+    urgency.done("stuck")
+
+
+@override_settings(BULK_YIELD_MAX_MS=2000)
+def test_bulk_goes_as_soon_as_the_urgent_work_is_done() -> None:
+    noted = urgency.note()
+    threading.Timer(0.15, urgency.done, args=(noted,)).start()
+    waited = urgency.yield_to_urgent()
+    assert 0.12 <= waited < 0.5, waited
+
+
+@override_settings(BULK_YIELD_MAX_MS=2000)
+def test_a_note_nobody_cleared_lapses() -> None:
+    get_redis().zadd(urgency.URGENT_KEY, {"died": int(time.time() * 1000) - 1})
+    assert urgency.yield_to_urgent() < 0.05
+    assert get_redis().zcard(urgency.URGENT_KEY) == 0
+
+
+@override_settings(BULK_YIELD_MAX_MS=0)
+def test_yielding_can_be_turned_off() -> None:
+    urgency.note("on")
+    assert urgency.yield_to_urgent() == 0.0
+
+
+@pytest.mark.worker
+@pytest.mark.usefixtures("live_db")
+def test_an_urgent_send_is_noted_from_its_publish_and_cleared_when_its_task_ends(
+    worker: Process, smtp_server: FakeSmtpServer, personas: Personas
+) -> None:
+    tag = f"urgent-{uuid.uuid4().hex[:6]}"
+    client = personas.alpha.client()
+    for i in range(3):
+        body = {
+            "recipient": {"external_id": f"{tag}-{i}", "email": f"{tag}-{i}@example.com"},
+            "channels": ["email"],
+            "subject": "S",
+            "body": "B",
+            "priority": "critical",
+        }
+        response = client.post("/api/v1/notifications", json.dumps(body), content_type="application/json")
+        assert response.status_code == 202, response.content
+    wait_until(
+        lambda: sum(1 for m in list(smtp_server.handler.messages) if m.rcpt_tos[0].startswith(tag)) == 3,
+        timeout=30,
+    )
+    # The publish and the task note the same id, and the task clears it when it ends: nothing is
+    # left to hold bulk work back (a leaked note would stay for URGENT_LEASE_MS, 5 s).
+    wait_until(lambda: urgency.in_flight() == 0, timeout=1.5)
