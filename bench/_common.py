@@ -435,6 +435,46 @@ def handoff_latencies(conn: Any, schema: str, notification_ids: Sequence[str]) -
         return {nid: float(sec) for nid, sec in cur.fetchall()}
 
 
+def latency_stages(conn: Any, schema: str, notification_ids: Sequence[str]) -> dict[str, list[float]]:
+    """Where accept -> hand-off goes, per notification, in seconds: `accepted` (created_at to its
+    `queued` event: the request's inserts), `to_claim` (`queued` event to the `sending` event
+    written by the worker's claim: commit, publish, broker, the worker picking it up, the
+    rate-limit check) and `to_handoff` (claim to the attempt's started_at: building the
+    message and reaching the provider)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""SELECT EXTRACT(EPOCH FROM q.created_at - n.created_at),
+                       EXTRACT(EPOCH FROM s.created_at - q.created_at),
+                       EXTRACT(EPOCH FROM a.started_at - s.created_at)
+                FROM "{schema}".notifications_notification n
+                JOIN "{schema}".notifications_delivery d ON d.notification_id = n.id
+                JOIN LATERAL (SELECT min(created_at) AS created_at
+                              FROM "{schema}".notifications_deliveryevent
+                              WHERE delivery_id = d.id AND status = 'queued') q ON TRUE
+                JOIN LATERAL (SELECT min(created_at) AS created_at
+                              FROM "{schema}".notifications_deliveryevent
+                              WHERE delivery_id = d.id AND status = 'sending') s ON TRUE
+                JOIN LATERAL (SELECT min(started_at) AS started_at
+                              FROM "{schema}".notifications_deliveryattempt
+                              WHERE delivery_id = d.id) a ON TRUE
+                WHERE n.id = ANY(%s::uuid[])""",
+            [list(notification_ids)],
+        )
+        rows = [r for r in cur.fetchall() if None not in r]
+    return {
+        name: [float(r[i]) for r in rows] for i, name in enumerate(("accepted", "to_claim", "to_handoff"))
+    }
+
+
+def describe_stages(stages: dict[str, list[float]]) -> str:
+    return "  ".join(
+        f"{name} p50 {percentile([v * 1000 for v in values], 50):.1f} / p99 "
+        f"{percentile([v * 1000 for v in values], 99):.1f} ms"
+        for name, values in stages.items()
+        if values
+    )
+
+
 def status_counts(conn: Any, schema: str, where: str = "TRUE") -> dict[str, int]:
     with conn.cursor() as cur:
         cur.execute(

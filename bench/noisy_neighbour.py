@@ -115,6 +115,9 @@ def main() -> int:
                 f"  {priority:8} accept -> hand-off: {c.describe_ms([alone[i] for i in alone_ids[priority]])}"
             )
         print(f"  POST round trip:           {c.describe_ms(alone_rt)}", flush=True)
+        for priority in ("critical", "normal"):
+            stages = c.latency_stages(conn, tb.schema, alone_ids[priority])
+            print(f"  {priority:8} stages: {c.describe_stages(stages)}", flush=True)
 
         recipients = [{"external_id": f"a{i}", "email": f"a{i}@example.com"} for i in range(args.recipients)]
         payload = json.dumps(
@@ -152,6 +155,9 @@ def main() -> int:
                 f"  {priority:8} accept -> hand-off: {c.describe_ms([busy[i] for i in busy_ids[priority]])}"
             )
         print(f"  POST round trip:           {c.describe_ms(busy_rt)}")
+        for priority in ("critical", "normal"):
+            stages = c.latency_stages(conn, tb.schema, busy_ids[priority])
+            print(f"  {priority:8} stages: {c.describe_stages(stages)}", flush=True)
         print(f"A's deliveries (incl. 1 warm-up) when B's last POST answered: {at_b_end}")
         print(f"A's deliveries when B's last notification was handed off:    {at_b_done}")
         pending = at_b_end.get("queued", 0) + at_b_end.get("sending", 0)

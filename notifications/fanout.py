@@ -24,7 +24,6 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 from django_tenants.utils import schema_context
-from psycopg2.extras import execute_values
 
 from tenants.schemas import current_schema
 
@@ -211,30 +210,21 @@ def write_chunk(broadcast: Broadcast, items: list[dict[str, Any]]) -> int:
         }
     signer = RecipientLinks()
     now = timezone.now()
-    channels_json, shared_data_json = json.dumps(channels), json.dumps(shared_data)
-    notification_rows: list[tuple[Any, ...]] = []
+    notification_rows: list[dict[str, Any]] = []
     delivery_rows: list[tuple[Any, ...]] = []
     queued: list[str] = []
     for item, spec in zip(items, specs, strict=True):
         recipient = recipients[spec.external_id]
         own_data = item.get("data")
         data = {**shared_data, **own_data} if own_data else shared_data
-        notification_id = uuid.uuid4()
+        notification_id = str(uuid.uuid4())
         notification_rows.append(
-            (
-                notification_id,
-                recipient.id,
-                category.key,
-                message["template_key"],
-                message["locale"] or spec.locale or "",
-                broadcast.priority,
-                channels_json,
-                message["subject"],
-                message["body"],
-                json.dumps(data) if own_data else shared_data_json,
-                broadcast.id,
-                now,
-            )
+            {
+                "id": notification_id,
+                "recipient_id": str(recipient.id),
+                "locale": message["locale"] or spec.locale or "",
+                "data": data if own_data else None,  # None: the message's own (shared) data
+            }
         )
         links = signer.message_links(str(recipient.id), category.key, category.required)
         for channel in channels:
@@ -250,15 +240,27 @@ def write_chunk(broadcast: Broadcast, items: list[dict[str, Any]]) -> int:
                         status, reason = DeliveryStatus.FAILED, f"{exc.field}: {exc.message}"
             if channel == Channel.EMAIL and not category.required:
                 content["list_unsubscribe"] = links["unsubscribe_url"]
-            delivery_id = uuid.uuid4()
+            delivery_id = str(uuid.uuid4())
             address = _address(recipient, channel)
             delivery_rows.append(
-                (delivery_id, notification_id, channel, address, status, reason, json.dumps(content), now)
+                (delivery_id, notification_id, channel, address, status, reason, content, now)
             )
             if status == DeliveryStatus.QUEUED:
-                queued.append(str(delivery_id))
-    written = _insert_rows(notification_rows, delivery_rows)
+                queued.append(delivery_id)
+    shared_row = {
+        "category": category.key,
+        "template_key": message["template_key"],
+        "priority": broadcast.priority,
+        "channels": json.dumps(channels),
+        "subject": message["subject"],
+        "body": message["body"],
+        "data": json.dumps(shared_data),
+        "broadcast_id": str(broadcast.id),
+        "created_at": now,
+    }
+    written = _insert_rows(shared_row, notification_rows, delivery_rows)
     by_delivery = {row[0]: row for row in delivery_rows}
+    written = [(eid, str(did)) for eid, did in written]
     live.events_written(
         (),
         known=[
@@ -274,49 +276,67 @@ def write_chunk(broadcast: Broadcast, items: list[dict[str, Any]]) -> int:
     return len(items)
 
 
+# Rows travel as one JSON document each, what all rows share as plain parameters: psycopg2
+# quoting every value of every row (execute_values) cost more CPU than the statements did.
 _NOTIFICATIONS_SQL = """
     INSERT INTO {table} (id, recipient_id, category, template_key, locale, priority, channels,
                          subject, body, data, broadcast_id, created_at)
-    VALUES %s
+    SELECT v.id, v.recipient_id, %(category)s, %(template_key)s, v.locale, %(priority)s,
+           %(channels)s::jsonb, %(subject)s, %(body)s, coalesce(v.data, %(data)s::jsonb),
+           %(broadcast_id)s::uuid, %(created_at)s
+    FROM json_to_recordset(%(rows)s::json) AS v(id uuid, recipient_id uuid, locale text, data jsonb)
 """
-_NOTIFICATION_ROW = "(%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s::jsonb, %s, %s)"
 
 # The deliveries and their first event in one statement: the event is the delivery's status.
 _DELIVERIES_SQL = """
     WITH written AS (
         INSERT INTO {deliveries} (id, notification_id, channel, address, status, last_error, content,
                                   created_at, updated_at, attempts, provider, provider_message_id)
-        VALUES %s
+        SELECT v.id, v.notification_id, v.channel, v.address, v.status, v.last_error, v.content,
+               %(created_at)s, %(created_at)s, 0, '', ''
+        FROM json_to_recordset(%(rows)s::json) AS v(
+            id uuid, notification_id uuid, channel text, address text, status text, last_error text,
+            content jsonb
+        )
         RETURNING id, status, last_error, created_at
     )
     INSERT INTO {events} (delivery_id, status, detail, created_at)
     SELECT id, status, last_error, created_at FROM written
     RETURNING id, delivery_id
 """
-_DELIVERY_ROW = "(%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, 0, '', '')"
 
 
-def _insert_rows(notifications: list[tuple[Any, ...]], deliveries: list[tuple[Any, ...]]) -> list[Any]:
+def _insert_rows(
+    shared: dict[str, Any], notifications: list[dict[str, Any]], deliveries: list[tuple[Any, ...]]
+) -> list[Any]:
     """Insert the rows; return (event id, delivery id) of each delivery's first event."""
     quote = connection.ops.quote_name
+    delivery_json = json.dumps(
+        [
+            {
+                "id": did,
+                "notification_id": nid,
+                "channel": channel,
+                "address": address,
+                "status": status,
+                "last_error": reason,
+                "content": content,
+            }
+            for did, nid, channel, address, status, reason, content, _ in deliveries
+        ]
+    )
     with connection.cursor() as cursor:
-        execute_values(
-            cursor.cursor,
+        cursor.execute(
             _NOTIFICATIONS_SQL.format(table=quote(Notification._meta.db_table)),
-            notifications,
-            template=_NOTIFICATION_ROW,
-            page_size=max(len(notifications), 1),
+            {**shared, "rows": json.dumps(notifications)},
         )
-        written: list[Any] = execute_values(
-            cursor.cursor,
+        cursor.execute(
             _DELIVERIES_SQL.format(
                 deliveries=quote(Delivery._meta.db_table), events=quote(DeliveryEvent._meta.db_table)
             ),
-            [(*row, row[-1]) for row in deliveries],
-            template=_DELIVERY_ROW,
-            page_size=max(len(deliveries), 1),
-            fetch=True,
+            {"created_at": shared["created_at"], "rows": delivery_json},
         )
+        written: list[Any] = cursor.fetchall()
     return written
 
 
