@@ -260,7 +260,6 @@ def write_chunk(broadcast: Broadcast, items: list[dict[str, Any]]) -> int:
     }
     written = _insert_rows(shared_row, notification_rows, delivery_rows)
     by_delivery = {row[0]: row for row in delivery_rows}
-    written = [(eid, str(did)) for eid, did in written]
     live.events_written(
         (),
         known=[
@@ -302,7 +301,7 @@ _DELIVERIES_SQL = """
     )
     INSERT INTO {events} (delivery_id, status, detail, created_at)
     SELECT id, status, last_error, created_at FROM written
-    RETURNING id, delivery_id
+    RETURNING id, delivery_id::text
 """
 
 
