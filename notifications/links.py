@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -110,12 +111,17 @@ def _sign(keyed: "hmac.HMAC", value: str) -> str:
     return base64.urlsafe_b64encode(mac.digest()).strip(b"=").decode()
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9_.:-]*")  # nothing json.dumps would escape
+
+
 def _b64_json(obj: dict[str, str]) -> str:
-    return (
-        base64.urlsafe_b64encode(json.dumps(obj, separators=(",", ":")).encode("latin-1"))
-        .strip(b"=")
-        .decode()
-    )
+    # What json.dumps(obj, separators=(",", ":")) writes, without it for the usual values
+    # (schema names, UUIDs, category slugs): it was a tenth of a broadcast chunk's CPU.
+    if all(_PLAIN.fullmatch(v) for v in obj.values()):
+        text = "{" + ",".join(f'"{k}":"{v}"' for k, v in obj.items()) + "}"
+    else:
+        text = json.dumps(obj, separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode("latin-1")).strip(b"=").decode()
 
 
 def _claim(data: Any) -> RecipientClaim:

@@ -73,8 +73,8 @@ _CLAIM_SQL = """
         SELECT id, 'sending', '', now() FROM moved
         RETURNING id, delivery_id, created_at
     )
-    SELECT m.id, m.channel, m.address, m.content, m.attempts, m.provider, n.id, n.priority, n.data,
-           n.broadcast_id, e.id, e.created_at
+    SELECT m.id::text, m.channel, m.address, m.content, m.attempts, m.provider, n.id::text, n.priority,
+           n.data, n.broadcast_id::text, e.id, e.created_at
     FROM moved AS m JOIN {notifications} AS n ON n.id = m.notification_id
     JOIN events AS e ON e.delivery_id = m.id
 """
@@ -123,9 +123,9 @@ def claim(delivery_ids: Sequence[str]) -> list[Claimed]:
         events.append(live.event_json(eid, did, nid, bid, channel, DeliveryStatus.SENDING, "", at))
         claimed.append(
             Claimed(
-                id=str(did),
-                notification_id=str(nid),
-                broadcast_id=str(bid) if bid else None,
+                id=did,
+                notification_id=nid,
+                broadcast_id=bid,
                 channel=channel,
                 address=address,
                 content=_json(content) or {},
@@ -275,7 +275,8 @@ _MARK_SENT_SQL = """
         SELECT id, 'sent', 'via ' || provider, now() FROM sent
         RETURNING id, delivery_id, detail, created_at
     )
-    SELECT e.id, e.delivery_id, s.notification_id, n.broadcast_id, s.channel, e.detail, e.created_at
+    SELECT e.id, e.delivery_id::text, s.notification_id::text, n.broadcast_id::text, s.channel, e.detail,
+           e.created_at
     FROM events AS e JOIN sent AS s ON s.id = e.delivery_id
     JOIN {notifications} AS n ON n.id = s.notification_id
 """
