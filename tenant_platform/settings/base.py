@@ -67,7 +67,7 @@ SHOW_PUBLIC_IF_NO_TENANT_FOUND = True
 TENANT_LIMIT_SET_CALLS = True
 
 MIDDLEWARE = [
-    "django_tenants.middleware.main.TenantMainMiddleware",
+    "tenants.middleware.TenantMainMiddleware",  # django-tenants' own, host names cached per process
     "tenants.middleware.SuspendedTenantMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
