@@ -126,7 +126,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "tenant_platform.cache.RedisCache",  # Django's, one client kept per pool
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "herald",
     }
@@ -148,6 +148,15 @@ EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=15)
 
 # --- Celery -------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+
+
+def broker_transport(url: str) -> str | None:
+    """A redis:// broker: kombu's Redis transport keeping one client per channel, not one per
+    message (tenant_platform.broker). Any other (amqp://, rediss://, sentinel://): kombu's own."""
+    return "tenant_platform.broker:Transport" if url.startswith("redis://") else None
+
+
+CELERY_BROKER_TRANSPORT = broker_transport(CELERY_BROKER_URL)  # again wherever the URL changes
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_SERIALIZER = "json"
