@@ -5,7 +5,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django_tenants.utils import schema_context
 
 from tenant_platform import broker
@@ -33,6 +33,11 @@ def test_a_redis_broker_channel_publishes_through_one_kept_client() -> None:
 def test_the_cache_reads_and_writes_through_one_kept_client() -> None:
     backend: Any = cache
     assert backend._cache.get_client() is backend._cache.get_client()
+    # Each request under the ASGI server gets a backend of its own (a fresh context): they share
+    # the process's client, hence its pool and its connections.
+    other: Any = caches.create_connection("default")
+    assert other is not backend
+    assert other._cache is backend._cache
     cache.set("herald-test-kept-client", {"a": 1}, 30)
     assert cache.get("herald-test-kept-client") == {"a": 1}
     cache.delete("herald-test-kept-client")
