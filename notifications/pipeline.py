@@ -24,7 +24,7 @@ from tenants.schemas import current_schema
 
 from . import live
 from .compose import ComposeError, Source, render_content
-from .links import recipient_token, tenant_url, unsubscribe_token
+from .links import RecipientLinks, recipient_token, tenant_url, unsubscribe_token
 from .models import (
     Broadcast,
     Category,
@@ -107,6 +107,7 @@ def accept_many(specs: Sequence[NotificationSpec], broadcast: Broadcast | None =
         with_push = known.with_push
         notifications: list[Notification] = []
         deliveries: list[Delivery] = []
+        signer = RecipientLinks()  # the tokens recipient_links makes, keyed once for all specs
         for spec in specs:
             recipient = recipients[spec.recipient.external_id]
             category = cats[spec.category]
@@ -123,7 +124,7 @@ def accept_many(specs: Sequence[NotificationSpec], broadcast: Broadcast | None =
                 broadcast=broadcast,
             )
             notifications.append(notification)
-            links = recipient_links(recipient, category)
+            links = signer.message_links(str(recipient.id), category.key, category.required)
             for channel in spec.channels:
                 deliveries.append(
                     _delivery(notification, recipient, category, channel, spec, links, opted_out, with_push)
