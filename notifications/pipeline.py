@@ -23,7 +23,7 @@ from tenants.schemas import current_schema
 
 from . import live, urgency
 from .compose import ComposeError, Source, render_content
-from .links import recipient_token, tenant_url, unsubscribe_token
+from .links import RecipientLinks, recipient_token, tenant_url, unsubscribe_token
 from .models import (
     Broadcast,
     Category,
@@ -107,6 +107,7 @@ def accept_many(specs: Sequence[NotificationSpec], broadcast: Broadcast | None =
         with_push = known.with_push
         notifications: list[Notification] = []
         deliveries: list[Delivery] = []
+        signer = RecipientLinks()  # the tokens recipient_links makes, keyed once for all specs
         for spec in specs:
             recipient = recipients[spec.recipient.external_id]
             category = cats[spec.category]
@@ -123,7 +124,7 @@ def accept_many(specs: Sequence[NotificationSpec], broadcast: Broadcast | None =
                 broadcast=broadcast,
             )
             notifications.append(notification)
-            links = recipient_links(recipient, category)
+            links = signer.message_links(str(recipient.id), category.key, category.required)
             for channel in spec.channels:
                 deliveries.append(
                     _delivery(notification, recipient, category, channel, spec, links, opted_out, with_push)
@@ -222,14 +223,8 @@ def insert_rows(*batches: Sequence[Model], returning: bool = False) -> list[Any]
                 if returning and last:
                     keys = [obj.pk for obj in made]
                 continue
-            row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-            statement = sql.SQL("INSERT INTO {} ({}) VALUES {}").format(
-                sql.Identifier(model._meta.db_table),
-                sql.SQL(", ").join(sql.Identifier(str(f.column)) for f in fields),
-                sql.SQL(", ".join([row] * len(objs))),
-            )
-            if returning and last:
-                statement += sql.SQL(" RETURNING {}").format(sql.Identifier(str(model._meta.pk.column)))
+            head, row, tail = _insert_sql(model, fields, returning and last, cursor.cursor)
+            statement = head + ", ".join([row] * len(objs)) + tail
             params = [f.get_db_prep_save(f.pre_save(obj, True), db) for obj in objs for f in fields]
             statements.append(cursor.mogrify(statement, params).decode())
         if statements:
@@ -241,6 +236,27 @@ def insert_rows(*batches: Sequence[Model], returning: bool = False) -> list[Any]
             obj._state.adding = False
             obj._state.db = db.alias
     return keys
+
+
+_INSERT_SQL: dict[tuple[type[Model], bool], tuple[str, str, str]] = {}
+
+
+def _insert_sql(
+    model: type[Model], fields: "list[Field[Any, Any]]", returning: bool, cursor: Any
+) -> tuple[str, str, str]:
+    """(`INSERT INTO t (columns) VALUES `, one row's placeholders, ` RETURNING pk` or ""), quoted
+    once per process: composing them again for every request cost more than quoting the values."""
+    parts = _INSERT_SQL.get((model, returning))
+    if parts is None:
+        head = sql.SQL("INSERT INTO {} ({}) VALUES ").format(
+            sql.Identifier(model._meta.db_table),
+            sql.SQL(", ").join(sql.Identifier(str(f.column)) for f in fields),
+        )
+        tail = sql.SQL(" RETURNING {}").format(sql.Identifier(str(model._meta.pk.column)))
+        row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        parts = (head.as_string(cursor), row, tail.as_string(cursor) if returning else "")
+        _INSERT_SQL[(model, returning)] = parts
+    return parts
 
 
 @cache

@@ -1,9 +1,14 @@
 """HTTP middleware of the tenants package."""
 
 from collections.abc import Callable
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django_tenants.middleware import main
+
+from .hosts import tenant_for_host
+from .models import Tenant
 
 
 class SuspendedTenantMiddleware:
@@ -23,3 +28,17 @@ class SuspendedTenantMiddleware:
                 return JsonResponse({"error": {"code": "tenant_suspended", "message": message}}, status=403)
             return render(request, "tenants/suspended.html", {"message": message}, status=403)
         return self.get_response(request)
+
+
+class TenantMainMiddleware(main.TenantMainMiddleware):  # type: ignore[misc]  # no types shipped
+    """django-tenants' middleware, with the host name's tenant cached per process (tenants.hosts).
+
+    Everything else is django-tenants' own: public schema first, the tenant's schema when a domain
+    names one, else the public URLs (SHOW_PUBLIC_IF_NO_TENANT_FOUND).
+    """
+
+    def get_tenant(self, domain_model: Any, hostname: str) -> Tenant:
+        tenant = tenant_for_host(hostname)
+        if tenant is None:
+            raise domain_model.DoesNotExist
+        return tenant

@@ -30,9 +30,12 @@ V = TypeVar("V")
 
 
 class ProcessCache(Generic[K, V]):
-    def __init__(self, generation_key: str, max_age: float) -> None:
+    def __init__(self, generation_key: str, max_age: float, max_entries: int | None = None) -> None:
         self.generation_key = generation_key
         self.max_age = max_age
+        # Beyond this many entries the cache starts again empty: a bound for caches whose keys
+        # come from the outside (host names) and that keep a value for "not found" too.
+        self.max_entries = max_entries
         self._lock = threading.Lock()
         self._entries: dict[K, tuple[float, V]] = {}
         self._generation: bytes | None = None
@@ -60,6 +63,8 @@ class ProcessCache(Generic[K, V]):
         with self._lock:
             # A change seen while we read may make what we read stale: use it once, don't keep it.
             if value is not None and usable and self._usable and self._generation == generation_before:
+                if self.max_entries is not None and len(self._entries) >= self.max_entries:
+                    self._entries.clear()
                 self._entries[key] = (now, value)
         return value
 

@@ -67,7 +67,7 @@ SHOW_PUBLIC_IF_NO_TENANT_FOUND = True
 TENANT_LIMIT_SET_CALLS = True
 
 MIDDLEWARE = [
-    "django_tenants.middleware.main.TenantMainMiddleware",
+    "tenants.middleware.TenantMainMiddleware",  # django-tenants' own, host names cached per process
     "tenants.middleware.SuspendedTenantMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -126,7 +126,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "tenant_platform.cache.RedisCache",  # Django's, one client kept per pool
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "herald",
     }
@@ -148,6 +148,15 @@ EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=15)
 
 # --- Celery -------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+
+
+def broker_transport(url: str) -> str | None:
+    """A redis:// broker: kombu's Redis transport keeping one client per channel, not one per
+    message (tenant_platform.broker). Any other (amqp://, rediss://, sentinel://): kombu's own."""
+    return "tenant_platform.broker:Transport" if url.startswith("redis://") else None
+
+
+CELERY_BROKER_TRANSPORT = broker_transport(CELERY_BROKER_URL)  # again wherever the URL changes
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_SERIALIZER = "json"
@@ -172,6 +181,13 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_max": 0.5,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery reads these on every publish (six reads per apply_async). One left out is looked for in
+# Django's settings under three names, each a failed getattr, before Celery's default answers:
+# about 40 us a read. Named here, at Celery's defaults, the first place Celery looks has them.
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_TASK_SEND_SENT_EVENT = False
+CELERY_TASK_REPR_MAXLEVELS = 3
+CELERY_BROKER_POOL_ACQUIRE_TIMEOUT: float | None = None
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # The platform's periodic work (DatabaseScheduler installs these entries when beat starts).

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,6 +19,7 @@ from typing import Any
 
 import psutil
 import pytest
+import redis
 import requests
 from django.utils import timezone
 from django_tenants.utils import schema_context
@@ -150,6 +152,58 @@ def test_a_post_during_a_broker_outage_is_accepted_and_delivered_once_afterwards
         assert sweep_stuck_deliveries()["enqueued"] >= 1
     delivered(personas, str(delivery.id))
     assert len(smtp_server.messages_to(address)) == 1
+
+
+def test_a_web_process_that_published_before_an_outage_accepts_during_it_and_publishes_after_it(
+    smtp_server: FakeSmtpServer, personas: Personas, broker: Broker
+) -> None:
+    """The web process keeps its broker channel (and its Redis client) from one POST to the next:
+    an outage still answers 202 at once, and once the broker is back the same process publishes
+    to it again."""
+    port = free_port()
+    web = Process(
+        "web-broker-flap",
+        [
+            str(Path(sys.executable).parent / "uvicorn"),
+            "tenant_platform.asgi:application",
+            "--port",
+            str(port),
+        ],
+        service_env(smtp_server.url, TEST_CELERY_BROKER_URL=broker.url),
+    )
+
+    def post() -> requests.Response:
+        body = {
+            "recipient": {"external_id": f"u-{uuid.uuid4()}", "email": "flap@example.com"},
+            "channels": ["email"],
+            "subject": "Still here",
+            "body": "Hi",
+            "priority": "high",
+        }
+        return requests.post(
+            f"http://127.0.0.1:{port}/api/v1/notifications",
+            data=json.dumps(body),
+            timeout=30,
+            headers={"Authorization": f"Bearer {personas.alpha.api_key}", "Content-Type": "application/json"},
+        )
+
+    def waiting() -> int:
+        return int(redis.Redis.from_url(broker.url).llen("high"))
+
+    try:
+        wait_until(lambda: _port_open(port), timeout=30)
+        assert post().status_code == 202
+        assert waiting() == 1
+        broker.stop()
+        started = time.monotonic()
+        assert post().status_code == 202  # written, left queued for the sweeper
+        assert time.monotonic() - started < 5
+        assert "could not enqueue" in web.log()
+        broker.start()  # a new, empty server on the same port
+        assert post().status_code == 202
+        assert waiting() == 1
+    finally:
+        web.stop()
 
 
 def test_a_worker_killed_mid_send_leaves_the_delivery_to_be_sent_once(
