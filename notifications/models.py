@@ -405,7 +405,7 @@ class Broadcast(models.Model):
 
 
 class BroadcastChunk(models.Model):
-    """Up to CHUNK_SIZE recipients of a broadcast; fanned out once, in one transaction."""
+    """Up to fanout.CHUNK_SIZE recipients of a broadcast; fanned out once, in one transaction."""
 
     broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, related_name="chunks")
     index = models.PositiveIntegerField()
