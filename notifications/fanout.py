@@ -168,7 +168,13 @@ def plan_broadcast(broadcast_id: str) -> int:
 def fan_out_chunk(self: Any, broadcast_id: str, index: int) -> int:
     """Write one chunk's notifications and deliveries, once; their sends go out after commit."""
     if (self.request.delivery_info or {}).get("routing_key") == BULK_QUEUE:
-        urgency.yield_to_urgent()
+        with urgency.bulk_work():
+            urgency.checkpoint()
+            return _fan_out_chunk(broadcast_id, index)
+    return _fan_out_chunk(broadcast_id, index)
+
+
+def _fan_out_chunk(broadcast_id: str, index: int) -> int:
     with transaction.atomic():
         # Lock the chunk only: FOR UPDATE of the joined broadcast too made every chunk of a
         # broadcast wait for the one before it (and blocked their inserts' foreign-key checks).
@@ -205,6 +211,7 @@ def write_chunk(broadcast: Broadcast, items: list[dict[str, Any]]) -> int:
     category = categories.category(message["category"])
     specs = [_normalised(spec_of(item)) for item in items]
     known = upsert_and_read(specs, [category.key])
+    urgency.checkpoint()
     recipients, with_push = known.recipients, known.with_push
     opted_out = {e for e in known.opted_out if e[1] == category.pk} if not category.required else set()
     shared_data: dict[str, Any] = message["data"]
@@ -263,6 +270,7 @@ def write_chunk(broadcast: Broadcast, items: list[dict[str, Any]]) -> int:
         "broadcast_id": str(broadcast.id),
         "created_at": now,
     }
+    urgency.checkpoint()
     written = _insert_rows(shared_row, notification_rows, delivery_rows)
     by_delivery = {row[0]: row for row in delivery_rows}
     live.events_written(

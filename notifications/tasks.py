@@ -166,8 +166,9 @@ def send_deliveries(self: Any, delivery_ids: list[str], reserved: bool = False) 
             self.apply_async(args=(delivery_ids,), kwargs={"reserved": True}, countdown=delay, queue=queue)
             return
     if queue == BULK_QUEUE:
-        urgency.yield_to_urgent()
-        _send(delivery_ids)
+        with urgency.bulk_work():
+            urgency.checkpoint()
+            _send(delivery_ids)
         return
     noted = urgency.note(self.request.id)
     try:
@@ -244,7 +245,9 @@ def send_channel(channel: str, deliveries: list[Claimed]) -> None:
         messages = [outgoing(d) for d in batch]
         outcomes: list[Outcome] = []
         for start in range(0, len(messages), provider.batch_size):
+            urgency.checkpoint()
             outcomes.extend(provider.send_batch(messages[start : start + provider.batch_size]))
+        urgency.checkpoint()
         with transaction.atomic():  # one commit (one WAL flush) for the attempts and the successes
             log_attempts(by_id, outcomes)
             mark_sent([o for o in outcomes if o.ok])

@@ -6,15 +6,20 @@ doubled another tenant's critical latency on two cores (`bench/noisy_neighbour.p
 non-bulk send is noted in Redis from its publish to the end of its task, and a bulk task about
 to start its next batch (a send batch or a fan-out chunk) waits while any is noted, for at most
 `BULK_YIELD_MAX_MS`. Bulk work is slowed, never stopped: under a steady stream of urgent work
-each bulk batch waits at most that long.
+each wait lasts at most that long. Inside a bulk task, `checkpoint()` between its heavy steps (the
+claim, the provider call, the write of the results; a chunk's upsert and inserts) waits the same
+way, so urgent work that arrives mid-batch shares the machine with at most one statement of it.
 
 The notes are members of one sorted set scored by when they lapse, so a task that dies without
 clearing its note holds bulk work back for at most `URGENT_LEASE_MS`.
 """
 
+import contextvars
 import logging
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import redis
 from django.conf import settings
@@ -71,3 +76,22 @@ def yield_to_urgent() -> float:
     except redis.RedisError:
         log.debug("could not read urgent work", exc_info=True)
     return time.monotonic() - started
+
+
+_in_bulk = contextvars.ContextVar("herald_bulk_work", default=False)
+
+
+@contextmanager
+def bulk_work() -> Iterator[None]:
+    """Mark the code inside as bulk work: its checkpoints yield to urgent work."""
+    token = _in_bulk.set(True)
+    try:
+        yield
+    finally:
+        _in_bulk.reset(token)
+
+
+def checkpoint() -> None:
+    """Between two heavy steps: in bulk work, wait while urgent work is in flight; else nothing."""
+    if _in_bulk.get():
+        yield_to_urgent()

@@ -52,6 +52,22 @@ def test_yielding_can_be_turned_off() -> None:
     assert urgency.yield_to_urgent() == 0.0
 
 
+@override_settings(BULK_YIELD_MAX_MS=300)
+def test_checkpoints_wait_only_inside_bulk_work() -> None:
+    urgency.note("urgent")
+    started = time.monotonic()
+    urgency.checkpoint()  # not bulk work: goes at once
+    assert time.monotonic() - started < 0.05
+    with urgency.bulk_work():
+        started = time.monotonic()
+        urgency.checkpoint()
+        assert time.monotonic() - started >= 0.29
+    started = time.monotonic()
+    urgency.checkpoint()  # out of it again
+    assert time.monotonic() - started < 0.05
+    urgency.done("urgent")
+
+
 @pytest.mark.worker
 @pytest.mark.usefixtures("live_db")
 def test_an_urgent_send_is_noted_from_its_publish_and_cleared_when_its_task_ends(
