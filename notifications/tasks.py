@@ -164,6 +164,7 @@ def send_deliveries(self: Any, delivery_ids: list[str], reserved: bool = False) 
         delay = rate_limit_delay(delivery_ids)
         if delay > RATE_LIMIT_SLACK:
             self.apply_async(args=(delivery_ids,), kwargs={"reserved": True}, countdown=delay, queue=queue)
+            urgency.done(self.request.id)  # noted at publish; its turn is later, nothing is in flight now
             return
     if queue == BULK_QUEUE:
         with urgency.bulk_work():

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from django.test import override_settings
 
-from notifications import urgency
+from notifications import ratelimit, urgency
 from tenants.redis_client import get_redis
 from tests.conftest import Personas, Process, wait_until
 from tests.fakes.smtp_server import FakeSmtpServer
@@ -92,3 +92,32 @@ def test_an_urgent_send_is_noted_from_its_publish_and_cleared_when_its_task_ends
     # The publish and the task note the same id, and the task clears it when it ends: nothing is
     # left to hold bulk work back (a leaked note would stay for URGENT_LEASE_MS, 5 s).
     wait_until(lambda: urgency.in_flight() == 0, timeout=1.5)
+
+
+@pytest.mark.worker
+@pytest.mark.usefixtures("live_db")
+def test_an_urgent_send_put_off_by_its_rate_limit_holds_no_bulk_work_back_meanwhile(
+    worker: Process, smtp_server: FakeSmtpServer, personas: Personas
+) -> None:
+    key = "send:alpha:email"
+    ratelimit.reset(key)
+    ratelimit.reserve(key, 500.0, 500, cost=2500)  # the next email of alpha's is due in ~4 s
+    address = f"later-{uuid.uuid4().hex[:6]}@example.com"
+    body = {
+        "recipient": {"external_id": address, "email": address},
+        "channels": ["email"],
+        "subject": "S",
+        "body": "B",
+        "priority": "critical",
+    }
+    client = personas.alpha.client()
+    response = client.post("/api/v1/notifications", json.dumps(body), content_type="application/json")
+    assert response.status_code == 202, response.content
+    url = response.json()["url"]
+    # Noted at publish; its task finds its turn ~4 s away, publishes itself again for then and
+    # clears the note at once (left alone it would lapse only after URGENT_LEASE_MS, 5 s).
+    wait_until(lambda: urgency.in_flight() == 0, timeout=2)
+    assert client.get(url).json()["status"] == "queued"
+    wait_until(lambda: smtp_server.messages_to(address), timeout=30)  # and it does go, once
+    assert len(smtp_server.messages_to(address)) == 1
+    ratelimit.reset(key)
