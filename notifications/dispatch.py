@@ -81,35 +81,10 @@ def holding(schema: str, priority: str) -> bool:
         return False
 
 
-class _RedisQueueSizer:
-    """Length of a queue on kombu's Redis transport, with one kept client.
-
-    kombu answers `queue_declare` by building a new Redis client and checking that the queue
-    exists before counting it: the dispatcher asks 20 times a second, and that was about a
-    tenth of a core during a broadcast. The lists are named as kombu names them, one per
-    priority step (`Channel._q_for_pri`).
-    """
-
-    def __init__(self, channel: Any) -> None:
-        self.channel = channel
-        self.client = channel.Client(connection_pool=channel.pool)
-        self.keys: dict[str, list[str]] = {}
-
-    @classmethod
-    def of(cls, channel: Any) -> "_RedisQueueSizer | None":
-        needed = ("Client", "pool", "priority_steps", "_q_for_pri")
-        return cls(channel) if all(hasattr(channel, name) for name in needed) else None
-
-    def size(self, queue: str) -> int:
-        keys = self.keys.get(queue)
-        if keys is None:
-            keys = self.keys[queue] = sorted(
-                {self.channel._q_for_pri(queue, p) for p in self.channel.priority_steps}
-            )
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.llen(key)
-        return sum(int(n) for n in pipe.execute())
+def _broker() -> Connection:
+    """A broker connection with Celery's transport (for redis://, the one that keeps its Redis
+    client: tenant_platform.broker), not kombu's default for the URL."""
+    return Connection(settings.CELERY_BROKER_URL, transport=settings.CELERY_BROKER_TRANSPORT)
 
 
 class Dispatcher:
@@ -118,21 +93,22 @@ class Dispatcher:
         self.bound = bound
         self.cursor = 0
         self.pop = get_redis().register_script(_POP_LUA)
-        self.broker = Connection(settings.CELERY_BROKER_URL)
-        self._sizer: _RedisQueueSizer | None = None
+        self.broker = _broker()
+        self._sizer: Any = None  # kombu's Redis count (LLEN of each priority list), if the broker has it
         self._beat_at = 0.0
 
     def queued(self, queue: str) -> int:
         """Messages waiting in the broker queue (Redis LLEN or AMQP's count, through kombu)."""
         channel: Any = self.broker.default_channel
-        if self._sizer is None or self._sizer.channel is not channel:
-            self._sizer = _RedisQueueSizer.of(channel)
+        # On Redis, count directly: queue_declare also checks that the queue exists first, and
+        # the dispatcher asks 20 times a second (about a tenth of a core during a broadcast).
+        self._sizer = getattr(channel, "_size", None)
         if self._sizer is not None:
-            return self._sizer.size(queue)
+            return int(self._sizer(queue))
         try:
             return int(channel.queue_declare(queue=queue, passive=True).message_count)
         except ChannelError:  # not declared yet: nothing is waiting in it
-            self.broker = Connection(settings.CELERY_BROKER_URL)  # the error closed the channel
+            self.broker = _broker()  # the error closed the channel
             return 0
 
     def heartbeat(self) -> None:
@@ -181,5 +157,5 @@ class Dispatcher:
                     time.sleep(idle_sleep)
             except Exception as exc:  # a broker or Redis outage: keep going once it is back
                 log.warning("fair dispatcher: %s; retrying in 1 s", exc)
-                self.broker = Connection(settings.CELERY_BROKER_URL)
+                self.broker = _broker()
                 time.sleep(1)

@@ -167,11 +167,9 @@ def plan_broadcast(broadcast_id: str) -> int:
 )
 def fan_out_chunk(self: Any, broadcast_id: str, index: int) -> int:
     """Write one chunk's notifications and deliveries, once; their sends go out after commit."""
-    if (self.request.delivery_info or {}).get("routing_key") == BULK_QUEUE:
-        with urgency.bulk_work():
-            urgency.checkpoint()
-            return _fan_out_chunk(broadcast_id, index)
-    return _fan_out_chunk(broadcast_id, index)
+    with urgency.bulk_work((self.request.delivery_info or {}).get("routing_key") == BULK_QUEUE):
+        urgency.checkpoint()
+        return _fan_out_chunk(broadcast_id, index)
 
 
 def _fan_out_chunk(broadcast_id: str, index: int) -> int:

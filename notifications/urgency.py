@@ -82,9 +82,9 @@ _in_bulk = contextvars.ContextVar("herald_bulk_work", default=False)
 
 
 @contextmanager
-def bulk_work() -> Iterator[None]:
-    """Mark the code inside as bulk work: its checkpoints yield to urgent work."""
-    token = _in_bulk.set(True)
+def bulk_work(bulk: bool = True) -> Iterator[None]:
+    """Mark the code inside as bulk work (or not): its checkpoints yield to urgent work."""
+    token = _in_bulk.set(bulk)
     try:
         yield
     finally:
