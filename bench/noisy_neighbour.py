@@ -139,6 +139,7 @@ def main() -> int:
             if time.time() - started > args.timeout:
                 raise RuntimeError("A's broadcast sent nothing")
             time.sleep(0.2)
+        at_b_start = a_counts(conn, a.schema)
         b_start = time.time()
         busy_ids, busy_rt = send_b(sb, base, args.each, "busy")
         b_posted = time.time()
@@ -146,6 +147,12 @@ def main() -> int:
         busy = wait_b(conn, tb.schema, busy_ids["critical"] + busy_ids["normal"], args.timeout)
         b_done = time.time()
         at_b_done = a_counts(conn, a.schema)
+        # A's own pace while B sends, against the same length of time right after B stopped:
+        # bulk work steps aside for B's, but must keep going (BULK_YIELD_SHARE).
+        window = max(3.0, b_done - b_start)
+        time.sleep(window)
+        after = a_counts(conn, a.schema)
+        after_done = time.time()
         print(
             f"B with A's broadcast running (B started {b_start - started:.1f} s after A's POST, posted for "
             f"{b_posted - b_start:.1f} s, all handed off {b_done - b_start:.1f} s after its first POST):"
@@ -171,6 +178,17 @@ def main() -> int:
                 else "A HAD FINISHED BEFORE B'S SENDS DID: use more --recipients."
             )
         )
+        a_with_b = (at_b_done.get("sent", 0) - at_b_start.get("sent", 0)) / (b_done - b_start)
+        a_after_b = (after.get("sent", 0) - at_b_done.get("sent", 0)) / (after_done - b_done)
+        still = after.get("queued", 0) + after.get("sending", 0)
+        print(
+            f"A's pace: {a_with_b:.0f} sent/s while B sent, {a_after_b:.0f} sent/s in the {window:.1f} s "
+            f"after (= {a_with_b / a_after_b:.0%} of it)"
+            if a_after_b
+            else "A's pace: A sent nothing after B stopped"
+        )
+        if not still:
+            print("  (A finished within that window, so its pace after B is understated)")
         print("\n== Against the targets ==")
         for priority, factor in (("critical", 2), ("normal", 3)):
             p99_alone = c.percentile([alone[i] for i in alone_ids[priority]], 99)

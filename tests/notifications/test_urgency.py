@@ -17,6 +17,7 @@ from tests.fakes.smtp_server import FakeSmtpServer
 @pytest.fixture(autouse=True)
 def _no_notes() -> None:
     get_redis().delete(urgency.URGENT_KEY)
+    urgency._budget.reset()  # each test starts with this process's waiting budget full
 
 
 def test_bulk_goes_at_once_when_nothing_urgent_is_in_flight() -> None:
@@ -44,6 +45,46 @@ def test_a_note_nobody_cleared_lapses() -> None:
     get_redis().zadd(urgency.URGENT_KEY, {"died": int(time.time() * 1000) - 1})
     assert urgency.yield_to_urgent() < 0.05
     assert get_redis().zcard(urgency.URGENT_KEY) == 0
+
+
+@override_settings(BULK_YIELD_MAX_MS=100, BULK_YIELD_SHARE=0.5)
+def test_under_urgent_work_that_never_stops_bulk_work_keeps_its_share_of_the_time() -> None:
+    urgency.note("endless")  # a tenant that sends one urgent notification after another
+    steps, work = 20, 0.02
+    started = time.monotonic()
+    waits = []
+    with urgency.bulk_work():
+        for _ in range(steps):
+            time.sleep(work)  # a step of bulk work (a claim, a provider call)
+            before = time.monotonic()
+            urgency.checkpoint()
+            waits.append(time.monotonic() - before)
+    elapsed = time.monotonic() - started
+    urgency.done("endless")
+    # It waited (the first wait spends the full bank)...
+    assert waits[0] >= 0.09, waits
+    assert all(w > 0.01 for w in waits), waits
+    # ...but after that never much longer than it had just worked, so it kept about half the time.
+    assert all(w < work + 0.015 for w in waits[2:]), waits
+    assert elapsed < 0.1 + steps * work * 2 + 0.2, elapsed
+
+
+@override_settings(BULK_YIELD_MAX_MS=100, BULK_YIELD_SHARE=0.5)
+def test_a_bulk_process_that_was_idle_may_wait_the_full_cap_again() -> None:
+    urgency.note("urgent")
+    with urgency.bulk_work():
+        assert urgency.yield_to_urgent() >= 0.09  # spends the bank
+        assert urgency.yield_to_urgent() < 0.03  # nothing earned in between
+        time.sleep(0.12)  # working (or idle) for a while earns it back, up to the cap
+        assert 0.09 <= urgency.yield_to_urgent() < 0.2
+    urgency.done("urgent")
+
+
+@override_settings(BULK_YIELD_MAX_MS=100, BULK_YIELD_SHARE=0)
+def test_a_share_of_zero_means_bulk_work_never_waits() -> None:
+    urgency.note("urgent")
+    assert urgency.yield_to_urgent() < 0.01
+    urgency.done("urgent")
 
 
 @override_settings(BULK_YIELD_MAX_MS=0)
