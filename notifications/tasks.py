@@ -62,7 +62,7 @@ class RetryPolicy:
 _CLAIM_SQL = """
     WITH picked AS (
         SELECT id FROM {deliveries}
-        WHERE id = ANY(%s::uuid[]) AND status = 'queued'
+        WHERE id = ANY(%s::uuid[]) AND COALESCE(status, '') = 'queued'
         FOR UPDATE SKIP LOCKED
     ), moved AS (
         UPDATE {deliveries} AS d SET status = 'sending', updated_at = now(), attempts = d.attempts + 1
@@ -200,7 +200,7 @@ def send_limit(channel: str) -> tuple[float, int]:
 
 _COUNT_QUEUED_SQL = """
     SELECT channel, count(*) FROM {deliveries}
-    WHERE id = ANY(%s::uuid[]) AND status = 'queued' GROUP BY channel
+    WHERE id = ANY(%s::uuid[]) AND COALESCE(status, '') = 'queued' GROUP BY channel
 """
 
 
@@ -270,8 +270,8 @@ _MARK_SENT_SQL = """
         UPDATE {deliveries} AS d
         SET status = 'sent', provider = v.provider, provider_message_id = v.message_id,
             sent_at = now(), updated_at = now(), last_error = ''
-        FROM json_to_recordset(%s::json) AS v(id uuid, provider text, message_id text)
-        WHERE d.id = v.id AND d.status = 'sending'
+        FROM json_to_recordset(%(rows)s::json) AS v(id uuid, provider text, message_id text)
+        WHERE d.id = ANY(%(ids)s::uuid[]) AND d.id = v.id AND COALESCE(d.status, '') = 'sending'
         RETURNING d.id, v.provider, d.notification_id, d.channel
     )
     , events AS (
@@ -305,7 +305,7 @@ def mark_sent(outcomes: list[Outcome]) -> list[str]:
         for o in outcomes
     ]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [json.dumps(values)])
+        cursor.execute(sql, {"rows": json.dumps(values), "ids": [o.delivery_id for o in outcomes]})
         rows = cursor.fetchall()
     live.events_written(
         (),
