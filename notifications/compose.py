@@ -11,10 +11,15 @@ then sends the same content, and what was sent can be shown.
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from tenants.schemas import current_schema
 
 from .models import Channel, Template, TemplateVariant
 from .rendering import MAX_OUTPUT, RenderError, prints_only, render
+
+if TYPE_CHECKING:
+    from .links import RecipientLinks
 
 # The fields of Delivery.content per channel, and which source field each is rendered from.
 CONTENT_FIELDS: dict[str, dict[str, str]] = {
@@ -156,6 +161,14 @@ class SharedContent:
         except ComposeError:
             return None
 
+    def fits(self, link_length: int) -> bool:
+        """Whether the content stays within MAX_OUTPUT with links of up to `link_length` characters."""
+        for text in self.content.values():
+            grows = sum(text.count(s) * (link_length - len(s)) for s in _SENTINELS.values())
+            if grows and len(text) + grows > MAX_OUTPUT:
+                return False
+        return True
+
     def for_links(self, links: Mapping[str, str]) -> dict[str, str] | None:
         """The content with these links; None if it would outgrow MAX_OUTPUT (render it then)."""
         content = {}
@@ -167,3 +180,70 @@ class SharedContent:
                     return None
             content[field] = text
         return content
+
+
+# --- Content shared by a broadcast's deliveries ---------------------------------------------------
+
+# Delivery.content of a broadcast delivery whose content is the broadcast's own, rendered once,
+# with its recipient's links: the row holds only this mark (`required`: the category's, which
+# decides the links and List-Unsubscribe), and `expand` rebuilds the content when it is sent or
+# shown. The content is ~1 KB that every claim and every status update would copy again, and that
+# a chunk would encode, and PostgreSQL parse, once per recipient.
+SHARED_KEY = "shared_from_broadcast"
+
+
+def shared_mark(required: bool) -> dict[str, Any]:
+    return {SHARED_KEY: {"required": required}}
+
+
+class SharedContentGone(LookupError):
+    """The broadcast that a shared delivery's content comes from no longer exists."""
+
+
+_shared_cache: dict[tuple[str, str, str], tuple[dict[str, Any], "SharedContent | None"]] = {}
+_SHARED_CACHE_SIZE = 64
+
+
+def expand(
+    content: dict[str, Any],
+    *,
+    channel: str,
+    broadcast_id: str | None,
+    recipient_id: str,
+    category: str,
+    signer: "RecipientLinks | None" = None,
+) -> dict[str, Any]:
+    """A delivery's content as sent: `content` itself, or for a shared mark the broadcast's
+    content with this recipient's links, as the chunk would have rendered it.
+
+    A broadcast's message never changes, so its shared render is kept per process and reused for
+    all its deliveries (a few per process at a time: the cache is small and simply emptied when full).
+    """
+    mark = content.get(SHARED_KEY)
+    if mark is None:
+        return content
+    from .links import RecipientLinks
+    from .models import Broadcast
+
+    if broadcast_id is None:
+        raise SharedContentGone("its broadcast was deleted before it was sent")
+    key = (current_schema(), broadcast_id, channel)
+    cached = _shared_cache.get(key)
+    if cached is None:
+        message = Broadcast.objects.filter(pk=broadcast_id).values_list("message", flat=True).first()
+        if message is None:
+            raise SharedContentGone("its broadcast was deleted before it was sent")
+        source = Source(**message["sources"][channel])
+        if len(_shared_cache) >= _SHARED_CACHE_SIZE:
+            _shared_cache.clear()
+        cached = _shared_cache[key] = (message, SharedContent.prepare(channel, source, message["data"]))
+    message, once = cached
+    required = bool(mark.get("required"))
+    links = (signer or RecipientLinks()).message_links(recipient_id, category, required)
+    rendered = once.for_links(links) if once is not None else None
+    if rendered is None:  # as the chunk did when the shared render could not serve
+        rendered = render_content(channel, Source(**message["sources"][channel]), message["data"], links)
+    expanded: dict[str, Any] = dict(rendered)
+    if channel == Channel.EMAIL and not required:
+        expanded["list_unsubscribe"] = links["unsubscribe_url"]
+    return expanded

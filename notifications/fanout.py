@@ -28,7 +28,7 @@ from django_tenants.utils import schema_context
 from tenants.schemas import current_schema
 
 from . import live, urgency
-from .compose import ComposeError, SharedContent, Source, render_content
+from .compose import ComposeError, SharedContent, Source, render_content, shared_mark
 from .links import RecipientLinks
 from .models import (
     Broadcast,
@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 # tenant's critical p99 was 4.9x its value alone during a 100,000-recipient fan-out, with 250
 # 2.8x (500: 3.9x; bench/noisy_neighbour.py, back to back), for about a tenth of the broadcast
 # throughput (bench/broadcast.py: 1,193 deliveries/s against 1,335).
+LINK_LENGTH_BOUND = 2048  # characters: no link Herald signs comes near it
 CHUNK_SIZE = 250
 MAX_RECIPIENTS = 100_000
 # Chunks are fanned out in this many sequential lanes (a chord over chains): a lane's next
@@ -198,8 +199,9 @@ def write_chunk(broadcast: Broadcast, items: list[dict[str, Any]]) -> int:
     one category, many recipients) and to a handful of statements: the recipients upserted, with
     their opt-outs and push subscriptions, in one (as for a request), the notifications inserted
     in one, the deliveries and their events in one. Each channel's content is rendered once for the
-    whole chunk when only the links differ between recipients (compose.SharedContent), else per
-    recipient. Statuses and reasons are accept_many's (pipeline.delivery_status).
+    whole chunk when only the links differ between recipients (compose.SharedContent), and then
+    stored as a mark (compose.shared_mark) that the send rebuilds; else per recipient. Statuses
+    and reasons are accept_many's (pipeline.delivery_status).
     """
     if not items:
         return 0
@@ -218,6 +220,12 @@ def write_chunk(broadcast: Broadcast, items: list[dict[str, Any]]) -> int:
         shared = {
             channel: SharedContent.prepare(channel, sources[channel], shared_data) for channel in channels
         }
+    # Where one render serves every recipient, each delivery stores only a mark (the content
+    # with links of any plausible length still fits), rebuilt when it is sent.
+    marks: dict[str, dict[str, Any] | None] = {
+        channel: shared_mark(category.required) if once is not None and once.fits(LINK_LENGTH_BOUND) else None
+        for channel, once in shared.items()
+    }
     signer = RecipientLinks()
     now = timezone.now()
     notification_rows: list[dict[str, Any]] = []
@@ -236,20 +244,23 @@ def write_chunk(broadcast: Broadcast, items: list[dict[str, Any]]) -> int:
                 "data": data if own_data else None,  # None: the message's own (shared) data
             }
         )
-        links = signer.message_links(str(recipient.id), category.key, category.required)
+        links: dict[str, str] | None = None
         for channel in channels:
             status, reason = delivery_status(recipient, category, channel, opted_out, with_push)
-            once = shared[channel]
-            content = once.for_links(links) if once is not None and not own_data else None
-            if content is None:
+            mark = marks[channel]
+            if mark is not None and not own_data:
+                content = mark  # compose.expand rebuilds it, with this recipient's links
+            else:
+                if links is None:
+                    links = signer.message_links(str(recipient.id), category.key, category.required)
                 try:
                     content = render_content(channel, sources[channel], data, links)
                 except ComposeError as exc:
                     content = {}
                     if status == DeliveryStatus.QUEUED:
                         status, reason = DeliveryStatus.FAILED, f"{exc.field}: {exc.message}"
-            if channel == Channel.EMAIL and not category.required:
-                content["list_unsubscribe"] = links["unsubscribe_url"]
+                if channel == Channel.EMAIL and not category.required:
+                    content["list_unsubscribe"] = links["unsubscribe_url"]
             delivery_id = str(uuid.uuid4())
             address = _address(recipient, channel)
             delivery_rows.append(

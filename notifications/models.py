@@ -1,6 +1,7 @@
 """Tenant-schema models: who receives, what was asked, and what happened to each delivery."""
 
 import uuid
+from typing import Any
 
 from django.db import models
 from django.utils import timezone
@@ -144,6 +145,28 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel}:{self.id}"
+
+    @property
+    def rendered_content(self) -> dict[str, Any]:
+        """What this delivery says, as sent: `content`, or for a broadcast delivery that stores
+        only a mark (compose.shared_mark), its broadcast's content with its recipient's links.
+        ({} if that broadcast has been deleted.)"""
+        from .compose import SHARED_KEY, ComposeError, SharedContentGone, expand
+
+        content: dict[str, Any] = self.content or {}
+        if SHARED_KEY not in content:
+            return content
+        notification = self.notification
+        try:
+            return expand(
+                content,
+                channel=self.channel,
+                broadcast_id=str(notification.broadcast_id) if notification.broadcast_id else None,
+                recipient_id=str(notification.recipient_id),
+                category=notification.category,
+            )
+        except (SharedContentGone, ComposeError):
+            return {}
 
 
 class DeliveryEvent(models.Model):

@@ -24,7 +24,8 @@ from django.utils import timezone
 
 from tenants.schemas import current_schema, current_tenant
 
-from . import health, live, ratelimit, urgency
+from . import compose, health, live, ratelimit, urgency
+from .links import RecipientLinks
 from .models import (
     AttemptOutcome,
     Channel,
@@ -79,7 +80,7 @@ _CLAIM_SQL = """
         RETURNING id, delivery_id, created_at
     )
     SELECT m.id::text, m.channel, m.address, m.content, m.attempts, m.provider, n.id::text, n.priority,
-           n.data, n.broadcast_id::text, e.id, e.created_at
+           n.data, n.broadcast_id::text, n.recipient_id::text, n.category, e.id, e.created_at
     FROM moved AS m JOIN {notifications} AS n ON n.id = m.notification_id
     JOIN events AS e ON e.delivery_id = m.id
 """
@@ -96,6 +97,8 @@ class Claimed:
     id: str
     notification_id: str
     broadcast_id: str | None
+    recipient_id: str
+    category: str
     channel: str
     address: str
     content: dict[str, Any]
@@ -124,13 +127,16 @@ def claim(delivery_ids: Sequence[str]) -> list[Claimed]:
         rows = cursor.fetchall()
     claimed: list[Claimed] = []
     events: list[live.Event] = []
-    for did, channel, address, content, attempts, provider, nid, priority, data, bid, eid, at in rows:
+    for row in rows:
+        did, channel, address, content, attempts, provider, nid, priority, data, bid, rid, cat, eid, at = row
         events.append(live.event_json(eid, did, nid, bid, channel, DeliveryStatus.SENDING, "", at))
         claimed.append(
             Claimed(
                 id=did,
                 notification_id=nid,
                 broadcast_id=bid,
+                recipient_id=rid,
+                category=cat,
                 channel=channel,
                 address=address,
                 content=_json(content) or {},
@@ -186,7 +192,22 @@ def send_deliveries(self: Any, delivery_ids: list[str], reserved: bool = False) 
 def _send(delivery_ids: list[str]) -> None:
     by_channel: dict[str, list[Claimed]] = defaultdict(list)
     with live.batched():  # one live message for everything this task records
+        signer: RecipientLinks | None = None
         for delivery in claim(delivery_ids):
+            if compose.SHARED_KEY in delivery.content:  # a broadcast's content, with this recipient's links
+                signer = signer or RecipientLinks()
+                try:
+                    delivery.content = compose.expand(
+                        delivery.content,
+                        channel=delivery.channel,
+                        broadcast_id=delivery.broadcast_id,
+                        recipient_id=delivery.recipient_id,
+                        category=delivery.category,
+                        signer=signer,
+                    )
+                except (compose.SharedContentGone, compose.ComposeError) as exc:
+                    transition(delivery.id, DeliveryStatus.FAILED, f"cannot build its content: {exc}")
+                    continue
             by_channel[delivery.channel].append(delivery)
         for channel, deliveries in by_channel.items():
             send_channel(channel, deliveries)

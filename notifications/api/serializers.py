@@ -291,6 +291,7 @@ class DeliveryOut(serializers.ModelSerializer[Delivery]):
     events = EventOut(many=True, read_only=True)
     attempt_log = AttemptOut(many=True, read_only=True)
     error = serializers.CharField(source="last_error")
+    content = serializers.JSONField(source="rendered_content", read_only=True)
 
     class Meta:
         model = Delivery

@@ -88,14 +88,16 @@ def test_a_broadcast_using_only_links_renders_once_and_each_recipient_has_their_
             recipient = d.notification.recipient
             own = recipient_links(recipient, category)
             assert d.status == "queued"
-            assert d.content["subject"] == "News for Ana"
-            assert d.content["text"].startswith(f"Hi Ana. Leave: {own['unsubscribe_url']} Settings: http")
-            assert own["unsubscribe_url"] in d.content["html"]
-            assert d.content["list_unsubscribe"] == own["unsubscribe_url"]
+            assert d.rendered_content["subject"] == "News for Ana"
+            assert d.rendered_content["text"].startswith(
+                f"Hi Ana. Leave: {own['unsubscribe_url']} Settings: http"
+            )
+            assert own["unsubscribe_url"] in d.rendered_content["html"]
+            assert d.rendered_content["list_unsubscribe"] == own["unsubscribe_url"]
             token = own["unsubscribe_url"].rstrip("/").rsplit("/", 1)[1]
             claim = read_unsubscribe_token(token)
             assert (claim.recipient_id, claim.category) == (str(recipient.id), "digest")
-            prefs_token = d.content["text"].split("?token=")[1]
+            prefs_token = d.rendered_content["text"].split("?token=")[1]
             assert read_recipient_token(prefs_token).recipient_id == str(recipient.id)
             seen_links.add(own["unsubscribe_url"])
         assert len(seen_links) == 5
@@ -110,7 +112,12 @@ def test_a_broadcast_with_per_recipient_data_renders_per_recipient(
             items, render_calls, subject="For {{ name }}", body="Hi {{ name }}", data={"name": "all"}
         )
         assert len(render_calls) == 4 * 2
-        assert sorted(d.content["subject"] for d in deliveries) == ["For N0", "For N1", "For N2", "For N3"]
+        assert sorted(d.rendered_content["subject"] for d in deliveries) == [
+            "For N0",
+            "For N1",
+            "For N2",
+            "For N3",
+        ]
         assert {d.notification.data["name"] for d in deliveries} == {"N0", "N1", "N2", "N3"}
 
 
@@ -123,7 +130,7 @@ def test_a_template_that_does_more_than_print_a_link_renders_per_recipient(
         )
         assert len(render_calls) == 3 * 2
         for d in deliveries:
-            assert d.content["text"] == "Leave: " + d.content["list_unsubscribe"].upper()
+            assert d.rendered_content["text"] == "Leave: " + d.rendered_content["list_unsubscribe"].upper()
 
 
 def test_a_broadcast_that_cannot_be_rendered_for_a_recipient_fails_that_delivery_with_the_reason(
@@ -138,7 +145,45 @@ def test_a_broadcast_that_cannot_be_rendered_for_a_recipient_fails_that_delivery
         assert failed.status == "failed"
         assert failed.last_error.startswith("body: cannot render with the given data")
         assert queued.status == "queued"
-        assert queued.content["text"] == "Share: 2"
+        assert queued.rendered_content["text"] == "Share: 2"
+
+
+def test_a_shared_render_is_stored_as_a_mark_and_rebuilt_exactly_as_a_render_per_recipient(
+    personas: Personas,
+) -> None:
+    with schema_context("alpha"):
+        message = {
+            "subject": "News for {{ name }}",
+            "body": "Leave: {{ unsubscribe_url }} Settings: {{ preferences_url }}",
+            "data": {"name": "Ana"},
+            "category": "digest",
+        }
+        deliveries = fan_out(people(2), **message)
+        source = compose.Source(subject=message["subject"], text=message["body"])
+        for d in deliveries:
+            assert d.content == {compose.SHARED_KEY: {"required": False}}
+            links = recipient_links(d.notification.recipient, categories.category("digest"))
+            expected = compose.render_content("email", source, {"name": "Ana"}, links)
+            rebuilt = d.rendered_content
+            # The preferences token carries the time it was signed: compare without it.
+            assert rebuilt["text"].split("?token=")[0] == expected["text"].split("?token=")[0]
+            assert rebuilt["subject"] == expected["subject"]
+            assert rebuilt["list_unsubscribe"] == links["unsubscribe_url"]
+
+
+def test_a_shared_delivery_whose_broadcast_was_deleted_fails_with_the_reason(personas: Personas) -> None:
+    from notifications import tasks
+
+    with schema_context("alpha"):
+        [delivery] = fan_out(people(1), body="Leave: {{ unsubscribe_url }}", category="digest")
+        assert compose.SHARED_KEY in delivery.content
+        Broadcast.objects.filter(pk=delivery.notification.broadcast_id).delete()
+        compose._shared_cache.clear()  # as a process that never saw it
+        tasks._send([str(delivery.id)])
+        delivery.refresh_from_db()
+        assert delivery.status == "failed"
+        assert delivery.last_error == "cannot build its content: its broadcast was deleted before it was sent"
+        assert delivery.rendered_content == {}
 
 
 def test_every_delivery_of_a_chunk_starts_with_its_queued_event(personas: Personas) -> None:

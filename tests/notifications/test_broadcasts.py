@@ -10,8 +10,10 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django_tenants.utils import schema_context
 
-from notifications import fanout
+from notifications import compose, fanout
 from notifications.models import Broadcast, BroadcastChunk, Delivery, Notification
+from notifications.pipeline import recipient_links
+from notifications.preferences import service as categories
 from notifications.recipients import spec_of
 from tests.conftest import Personas, Process, wait_until
 from tests.fakes.smtp_server import FakeSmtpServer
@@ -92,6 +94,39 @@ def test_a_broadcast_to_an_inline_list_reaches_everyone_once(
     assert len(received) == 2300
     assert len({m.rcpt_tos[0] for m in received}) == 2300
     assert received[0].message["Subject"] == "News for you"
+
+
+@pytest.mark.worker
+def test_a_broadcast_rendered_once_sends_each_recipient_their_own_links_and_shows_what_was_sent(
+    worker: Process, smtp_server: FakeSmtpServer, personas: Personas
+) -> None:
+    """Its deliveries store only a mark (compose.shared_mark); the send and the API rebuild it."""
+    tag = f"s{uuid.uuid4().hex[:6]}"
+    body = {**MESSAGE, "body": "Hi {{ name }}. Leave: {{ unsubscribe_url }}", "category": "digest"}
+    response = call(personas, "post", "/api/v1/broadcasts", {**body, "recipients": people(3, tag)})
+    assert response.status_code == 202, response.content
+    settled(personas, response.json()["url"])
+    with schema_context("alpha"):
+        deliveries = list(
+            Delivery.objects.filter(notification__broadcast_id=response.json()["id"]).select_related(
+                "notification__recipient"
+            )
+        )
+        assert len(deliveries) == 3
+        assert all(d.content == {compose.SHARED_KEY: {"required": False}} for d in deliveries)
+        links = set()
+        for d in deliveries:
+            recipient = d.notification.recipient
+            own = recipient_links(recipient, categories.category("digest"))["unsubscribe_url"]
+            [mail] = smtp_server.messages_to(recipient.email)
+            assert mail.get_body(("plain",)).get_content().strip() == f"Hi you. Leave: {own}"
+            assert mail["List-Unsubscribe"] == f"<{own}>"
+            shown = call(personas, "get", f"/api/v1/notifications/{d.notification_id}").json()
+            content = shown["deliveries"][0]["content"]
+            assert content["text"] == f"Hi you. Leave: {own}"
+            assert content["list_unsubscribe"] == own
+            links.add(own)
+        assert len(links) == 3
 
 
 @pytest.mark.worker
