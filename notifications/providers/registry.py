@@ -3,6 +3,11 @@
 A provider is named here by a dotted path and imported on first use. A tenant's own
 ProviderConfig (primary, and optionally secondary for failover) wins; otherwise the platform's
 default for the channel (settings.PLATFORM_PROVIDERS) is used.
+
+Every send batch asks which providers to use, so the answer is kept per process
+(tenants.process_cache): a save or delete of a ProviderConfig drops it in this process at once
+and in every other within TENANT_CACHE_CHECK_INTERVAL seconds; anything else (a raw UPDATE) is
+seen within PROVIDER_CACHE_MAX_AGE seconds.
 """
 
 from dataclasses import dataclass, field
@@ -10,9 +15,15 @@ from functools import cache
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from tenants.crypto import decrypt_json
+from tenants.process_cache import ProcessCache
+from tenants.schemas import current_schema
 
 from ..models import ProviderConfig, ProviderRole
 from .base import Provider
@@ -84,8 +95,34 @@ def platform_choice(channel: str) -> ProviderChoice | None:
     )
 
 
-def resolve(channel: str) -> tuple[ProviderChoice | None, ProviderChoice | None]:
+PROVIDER_CACHE_MAX_AGE = 30.0  # seconds
+Choices = tuple["ProviderChoice | None", "ProviderChoice | None"]  # (primary, secondary)
+_choices: ProcessCache[tuple[str, str], Choices] = ProcessCache(
+    "herald:providers:generation", max_age=PROVIDER_CACHE_MAX_AGE, max_entries=10_000
+)
+
+
+@receiver(post_save, sender=ProviderConfig)
+@receiver(post_delete, sender=ProviderConfig)
+def _forget_choices(sender: Any, **kwargs: Any) -> None:
+    _choices.clear()  # this process, at once; every other one after commit
+    transaction.on_commit(_choices.invalidate)
+
+
+@receiver(setting_changed)
+def _forget_choices_on_new_settings(setting: str, **kwargs: Any) -> None:
+    if setting == "PLATFORM_PROVIDERS":
+        _choices.clear()
+
+
+def resolve(channel: str) -> Choices:
     """(primary, secondary) for the current tenant's `channel`; either may be None."""
+    found = _choices.get_or_load((current_schema(), channel), lambda: _resolve(channel))
+    assert found is not None  # _resolve always answers a pair
+    return found
+
+
+def _resolve(channel: str) -> Choices:
     configs = {c.role: c for c in ProviderConfig.objects.filter(channel=channel, is_active=True)}
     primary_config = configs.get(ProviderRole.PRIMARY)
     secondary_config = configs.get(ProviderRole.SECONDARY)

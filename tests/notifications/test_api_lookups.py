@@ -18,6 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django_tenants.utils import schema_context
 
 from notifications.models import ProviderConfig
+from notifications.providers.registry import resolve
 from tenants.crypto import encrypt_json
 from tenants.models import ApiKey
 from tests.conftest import REPO, Personas, service_env
@@ -100,6 +101,34 @@ def test_a_provider_added_by_another_process_is_used_by_the_next_post(
     run_in_another_process(code)
     # TENANT_CACHE_CHECK_INTERVAL is 0 in the tests: the very next request looks.
     assert post(client, sms_body()).status_code == 202
+
+
+def test_the_providers_a_send_uses_are_kept_and_a_change_anywhere_is_seen_by_the_next_send(
+    personas: Personas, sms_provider: None
+) -> None:
+    add_sms_provider()
+    with schema_context("alpha"):
+        primary, secondary = resolve("sms")
+        assert primary is not None
+        assert primary.settings["from_number"] == "+15005550006"
+        assert secondary is None
+        assert resolve("sms")[0] is primary  # kept: no query the second time
+    run_in_another_process(
+        "from django_tenants.utils import schema_context\n"
+        "from notifications.models import ProviderConfig\n"
+        "with schema_context('alpha'):\n"
+        "    c = ProviderConfig.objects.get(channel='sms', role='primary')\n"
+        "    c.settings = {'from_number': '+15005550007'}\n"
+        "    c.save()\n"
+    )
+    with schema_context("alpha"):
+        changed = resolve("sms")[0]
+        assert changed is not None
+        assert changed.settings["from_number"] == "+15005550007"
+        ProviderConfig.objects.filter(channel="sms").delete()  # in this process: seen at once
+        assert resolve("sms") == (None, None)
+    with schema_context("beta"):  # another tenant's answer is its own
+        assert resolve("sms") == (None, None)
 
 
 def test_a_key_revoked_by_another_process_is_refused_on_the_next_request(personas: Personas) -> None:
