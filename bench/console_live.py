@@ -139,7 +139,8 @@ class Load(threading.Thread):
                         [
                             Outcome(delivery_id=str(d.id), provider="bench", provider_message_id="x")
                             for d in claimed
-                        ]
+                        ],
+                        {d.id: d for d in claimed},
                     )
                 self.batch_seconds.append(time.monotonic() - t0)
                 self.moved += len(claimed)

@@ -11,7 +11,7 @@ import json
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -277,7 +277,7 @@ def send_channel(channel: str, deliveries: list[Claimed]) -> None:
         urgency.checkpoint()
         with transaction.atomic():  # one commit (one WAL flush) for the attempts and the successes
             log_attempts(by_id, outcomes)
-            mark_sent([o for o in outcomes if o.ok])
+            mark_sent([o for o in outcomes if o.ok], by_id)
         health.record(
             channel, choice.name, ok=sum(o.ok for o in outcomes), failed=sum(not o.ok for o in outcomes)
         )
@@ -290,7 +290,8 @@ def send_channel(channel: str, deliveries: list[Claimed]) -> None:
     schedule_retries(retry)
 
 
-# The batch's successes and their `sent` events in one statement.
+# The batch's successes and their `sent` events in one statement. What a live event needs besides
+# (notification, broadcast, channel) the claim has already read.
 _MARK_SENT_SQL = """
     WITH sent AS (
         UPDATE {deliveries} AS d
@@ -298,33 +299,26 @@ _MARK_SENT_SQL = """
             sent_at = now(), updated_at = now(), last_error = ''
         FROM json_to_recordset(%(rows)s::json) AS v(id uuid, provider text, message_id text)
         WHERE d.id = ANY(%(ids)s::uuid[]) AND d.id = v.id AND COALESCE(d.status, '') = 'sending'
-        RETURNING d.id, v.provider, d.notification_id, d.channel
+        RETURNING d.id, v.provider
     )
-    , events AS (
-        INSERT INTO {events} (delivery_id, status, detail, created_at)
-        SELECT id, 'sent', 'via ' || provider, now() FROM sent
-        RETURNING id, delivery_id, detail, created_at
-    )
-    SELECT e.id, e.delivery_id::text, s.notification_id::text, n.broadcast_id::text, s.channel, e.detail,
-           e.created_at
-    FROM events AS e JOIN sent AS s ON s.id = e.delivery_id
-    JOIN {notifications} AS n ON n.id = s.notification_id
+    INSERT INTO {events} (delivery_id, status, detail, created_at)
+    SELECT id, 'sent', 'via ' || provider, now() FROM sent
+    RETURNING id, delivery_id::text, detail, created_at
 """
 
 
-def mark_sent(outcomes: list[Outcome]) -> list[str]:
+def mark_sent(outcomes: list[Outcome], claimed: Mapping[str, Claimed]) -> list[str]:
     """Move every successful delivery of a batch to `sent`, with its event, in one statement;
     return the ids that moved (their `sent` events were written with them).
 
-    Only deliveries still `sending` move (the state machine's rule for `sent`).
+    Only deliveries still `sending` move (the state machine's rule for `sent`). `claimed`: the
+    batch's deliveries by id, as the claim returned them.
     """
     if not outcomes:
         return []
     quote = connection.ops.quote_name
     sql = _MARK_SENT_SQL.format(
-        deliveries=quote(Delivery._meta.db_table),
-        events=quote(DeliveryEvent._meta.db_table),
-        notifications=quote(Notification._meta.db_table),
+        deliveries=quote(Delivery._meta.db_table), events=quote(DeliveryEvent._meta.db_table)
     )
     values = [
         {"id": o.delivery_id, "provider": o.provider, "message_id": o.provider_message_id[:255]}
@@ -333,14 +327,16 @@ def mark_sent(outcomes: list[Outcome]) -> list[str]:
     with connection.cursor() as cursor:
         cursor.execute(sql, {"rows": json.dumps(values), "ids": [o.delivery_id for o in outcomes]})
         rows = cursor.fetchall()
-    live.events_written(
-        (),
-        known=[
-            live.event_json(eid, did, nid, bid, channel, DeliveryStatus.SENT, detail, at)
-            for eid, did, nid, bid, channel, detail, at in rows
-        ],
-    )
-    return [str(row[1]) for row in rows]
+    events = []
+    for eid, did, detail, at in rows:
+        d = claimed[did]
+        events.append(
+            live.event_json(
+                eid, did, d.notification_id, d.broadcast_id, d.channel, DeliveryStatus.SENT, detail, at
+            )
+        )
+    live.events_written((), known=events)
+    return [row[1] for row in rows]
 
 
 def outgoing(delivery: Claimed) -> OutgoingMessage:
