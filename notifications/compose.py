@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tenants.schemas import current_schema
-
 from .models import Channel, Template, TemplateVariant
 from .rendering import MAX_OUTPUT, RenderError, prints_only, render
 
@@ -227,7 +225,8 @@ def expand(
 
     if broadcast_id is None:
         raise SharedContentGone("its broadcast was deleted before it was sent")
-    key = (current_schema(), broadcast_id, channel)
+    signer = signer or RecipientLinks()  # it knows the schema (current_schema() is not free)
+    key = (signer.schema, broadcast_id, channel)
     cached = _shared_cache.get(key)
     if cached is None:
         message = Broadcast.objects.filter(pk=broadcast_id).values_list("message", flat=True).first()
@@ -239,11 +238,10 @@ def expand(
         cached = _shared_cache[key] = (message, SharedContent.prepare(channel, source, message["data"]))
     message, once = cached
     required = bool(mark.get("required"))
-    links = (signer or RecipientLinks()).message_links(recipient_id, category, required)
-    rendered = once.for_links(links) if once is not None else None
-    if rendered is None:  # as the chunk did when the shared render could not serve
-        rendered = render_content(channel, Source(**message["sources"][channel]), message["data"], links)
-    expanded: dict[str, Any] = dict(rendered)
+    links = signer.message_links(recipient_id, category, required)
+    expanded: dict[str, Any] | None = once.for_links(links) if once is not None else None
+    if expanded is None:  # as the chunk did when the shared render could not serve
+        expanded = render_content(channel, Source(**message["sources"][channel]), message["data"], links)
     if channel == Channel.EMAIL and not required:
         expanded["list_unsubscribe"] = links["unsubscribe_url"]
     return expanded
