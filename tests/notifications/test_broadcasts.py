@@ -119,7 +119,9 @@ def test_a_broadcast_rendered_once_sends_each_recipient_their_own_links_and_show
             recipient = d.notification.recipient
             own = recipient_links(recipient, categories.category("digest"))["unsubscribe_url"]
             [mail] = smtp_server.messages_to(recipient.email)
-            assert mail.get_body(("plain",)).get_content().strip() == f"Hi you. Leave: {own}"
+            plain = mail.get_body(("plain",))
+            assert plain is not None
+            assert plain.get_content().strip() == f"Hi you. Leave: {own}"
             assert mail["List-Unsubscribe"] == f"<{own}>"
             shown = call(personas, "get", f"/api/v1/notifications/{d.notification_id}").json()
             content = shown["deliveries"][0]["content"]
