@@ -208,6 +208,16 @@ def _send(delivery_ids: list[str]) -> None:
                 except (compose.SharedContentGone, compose.ComposeError) as exc:
                     transition(delivery.id, DeliveryStatus.FAILED, f"cannot build its content: {exc}")
                     continue
+                except (KeyError, TypeError, ValueError):  # a stored message it cannot read
+                    log.exception("delivery %s: cannot build its content", delivery.id)
+                    transition(delivery.id, DeliveryStatus.FAILED, "cannot build its content")
+                    continue
+            missing = [
+                f for f in compose.REQUIRED_CONTENT.get(delivery.channel, ()) if not delivery.content.get(f)
+            ]
+            if missing:  # never send an empty message (a mark read by code that cannot rebuild it)
+                transition(delivery.id, DeliveryStatus.FAILED, f"its content has no {', '.join(missing)}")
+                continue
             by_channel[delivery.channel].append(delivery)
         for channel, deliveries in by_channel.items():
             send_channel(channel, deliveries)

@@ -107,8 +107,11 @@ def yield_to_urgent() -> float:
     limit = _budget.available(cap, float(settings.BULK_YIELD_SHARE))
     started = time.monotonic()
     try:
-        while limit > 0 and in_flight() and time.monotonic() - started < limit:
-            time.sleep(POLL_SECONDS)
+        while limit > 0 and in_flight():
+            left = limit - (time.monotonic() - started)
+            if left <= 0:
+                break
+            time.sleep(min(POLL_SECONDS, left))  # never past the budget
     except redis.RedisError:
         log.debug("could not read urgent work", exc_info=True)
     waited = time.monotonic() - started

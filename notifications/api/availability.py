@@ -20,7 +20,7 @@ from tenants.process_cache import ProcessCache
 from tenants.schemas import current_schema
 
 from ..models import ProviderConfig
-from ..providers.registry import UnknownProvider, provider_class, resolve
+from ..providers.registry import UnknownProvider, provider_class, resolve_uncached
 
 GENERATION_KEY = "herald:providers:generation"
 MAX_AGE = 60.0  # seconds
@@ -36,7 +36,9 @@ def channel_unavailable(channel: str) -> str | None:
 
 
 def _problem(channel: str) -> str | None:
-    primary, _ = resolve(channel)
+    # Not registry.resolve: that cache checks the same generation on its own clock, and an
+    # answer it had not yet dropped would be kept here under the new generation for MAX_AGE.
+    primary, _ = resolve_uncached(channel)
     if primary is None:
         return f"no {channel} provider is configured for this tenant"
     try:

@@ -117,12 +117,14 @@ def _forget_choices_on_new_settings(setting: str, **kwargs: Any) -> None:
 
 def resolve(channel: str) -> Choices:
     """(primary, secondary) for the current tenant's `channel`; either may be None."""
-    found = _choices.get_or_load((current_schema(), channel), lambda: _resolve(channel))
+    found = _choices.get_or_load((current_schema(), channel), lambda: resolve_uncached(channel))
     assert found is not None  # _resolve always answers a pair
     return found
 
 
-def _resolve(channel: str) -> Choices:
+def resolve_uncached(channel: str) -> Choices:
+    """As `resolve`, read from the database: for another per-process cache (api.availability),
+    which must not keep an answer this cache has not yet seen change."""
     configs = {c.role: c for c in ProviderConfig.objects.filter(channel=channel, is_active=True)}
     primary_config = configs.get(ProviderRole.PRIMARY)
     secondary_config = configs.get(ProviderRole.SECONDARY)

@@ -152,14 +152,10 @@ def test_a_shared_render_is_stored_as_a_mark_and_rebuilt_exactly_as_a_render_per
     personas: Personas,
 ) -> None:
     with schema_context("alpha"):
-        message = {
-            "subject": "News for {{ name }}",
-            "body": "Leave: {{ unsubscribe_url }} Settings: {{ preferences_url }}",
-            "data": {"name": "Ana"},
-            "category": "digest",
-        }
-        deliveries = fan_out(people(2), **message)
-        source = compose.Source(subject=message["subject"], text=message["body"])
+        subject = "News for {{ name }}"
+        body = "Leave: {{ unsubscribe_url }} Settings: {{ preferences_url }}"
+        deliveries = fan_out(people(2), subject=subject, body=body, data={"name": "Ana"}, category="digest")
+        source = compose.Source(subject=subject, text=body)
         for d in deliveries:
             assert d.content == {compose.SHARED_KEY: {"required": False}}
             links = recipient_links(d.notification.recipient, categories.category("digest"))
@@ -177,13 +173,31 @@ def test_a_shared_delivery_whose_broadcast_was_deleted_fails_with_the_reason(per
     with schema_context("alpha"):
         [delivery] = fan_out(people(1), body="Leave: {{ unsubscribe_url }}", category="digest")
         assert compose.SHARED_KEY in delivery.content
-        Broadcast.objects.filter(pk=delivery.notification.broadcast_id).delete()
+        broadcast_id = delivery.notification.broadcast_id
+        assert broadcast_id is not None
+        Broadcast.objects.filter(pk=broadcast_id).delete()
         compose._shared_cache.clear()  # as a process that never saw it
         tasks._send([str(delivery.id)])
         delivery.refresh_from_db()
         assert delivery.status == "failed"
         assert delivery.last_error == "cannot build its content: its broadcast was deleted before it was sent"
         assert delivery.rendered_content == {}
+
+
+def test_a_delivery_whose_content_lacks_what_its_channel_needs_fails_instead_of_sending_it_empty(
+    personas: Personas,
+) -> None:
+    """E.g. a mark read by a worker that cannot rebuild it: fail it, never send a blank mail."""
+    from notifications import tasks
+
+    with schema_context("alpha"):
+        [delivery] = fan_out(people(1), body="Hello")
+        Delivery.objects.filter(pk=delivery.pk).update(content={"html": "<p>only html</p>"})
+        tasks._send([str(delivery.id)])
+        delivery.refresh_from_db()
+        assert delivery.status == "failed"
+        assert delivery.last_error == "its content has no subject, text"
+        assert not delivery.attempt_log.exists()  # no provider was called
 
 
 def test_every_delivery_of_a_chunk_starts_with_its_queued_event(personas: Personas) -> None:
