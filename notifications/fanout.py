@@ -3,7 +3,7 @@
 The request writes the Broadcast and, for an inline list, its chunks of CHUNK_SIZE recipients;
 nothing else. After commit a Celery chord fans out: one task per chunk writes that chunk's
 notifications and deliveries in one transaction (pipeline.accept_many: a handful of bulk
-statements) and enqueues their sends, 100 deliveries per message; the chord's callback marks
+statements) and enqueues their sends, SEND_BATCH deliveries per message; the chord's callback marks
 the broadcast fanned out. A chunk is done exactly once (its row is locked and flagged in the
 same transaction as its writes), so a repeated task or a sweeper re-run never doubles a
 notification. Progress is read from the deliveries themselves and pushed to the tenant's
