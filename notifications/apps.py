@@ -6,4 +6,4 @@ class NotificationsConfig(AppConfig):
     verbose_name = "Notifications"
 
     def ready(self) -> None:
-        from .api import availability  # noqa: F401  (provider changes drop the cached answers)
+        from .providers import registry  # noqa: F401  (provider changes drop the cached choices)

@@ -117,14 +117,12 @@ def _forget_choices_on_new_settings(setting: str, **kwargs: Any) -> None:
 
 def resolve(channel: str) -> Choices:
     """(primary, secondary) for the current tenant's `channel`; either may be None."""
-    found = _choices.get_or_load((current_schema(), channel), lambda: resolve_uncached(channel))
-    assert found is not None  # _resolve always answers a pair
+    found = _choices.get_or_load((current_schema(), channel), lambda: _read_choices(channel))
+    assert found is not None  # _read_choices always answers a pair
     return found
 
 
-def resolve_uncached(channel: str) -> Choices:
-    """As `resolve`, read from the database: for another per-process cache (api.availability),
-    which must not keep an answer this cache has not yet seen change."""
+def _read_choices(channel: str) -> Choices:
     configs = {c.role: c for c in ProviderConfig.objects.filter(channel=channel, is_active=True)}
     primary_config = configs.get(ProviderRole.PRIMARY)
     secondary_config = configs.get(ProviderRole.SECONDARY)
