@@ -8,7 +8,8 @@ throwaway database (dropped at the end, also on Ctrl-C) and a Redis db of its ow
 postfix; run as root with -u postfix).
 
 1. Baseline, batched: a plain `celery.Celery` app (bench/_common.py: no Django, no tenancy, no
-   rate limit, no events), prefork -c 2, prefetch 1. Each task takes 100 delivery ids, loads
+   rate limit, no events), prefork with as many processes as Herald's bulk pool (-c 2 as
+   deploy/Procfile; --baseline-concurrency to differ), prefetch 1. Each task takes 100 delivery ids, loads
    their rows, sends the 100 mails over one SMTP connection and marks the rows sent in one
    `UPDATE ... FROM (VALUES ...)`. N rows of a plain table (same number as the broadcast).
    Timed from handing the pre-published messages to the idle worker (one Redis RENAME) until
@@ -54,15 +55,24 @@ def parse_args() -> argparse.Namespace:
         default=c.BULK_CONCURRENCY,
         help="processes of Herald's bulk pool",
     )
+    parser.add_argument(
+        "--baseline-concurrency",
+        type=int,
+        default=None,
+        help="processes of the baselines' worker (default: the same as Herald's bulk pool)",
+    )
     c.add_common_args(parser, "herald_bench_broadcast")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.baseline_concurrency is None:
+        args.baseline_concurrency = args.bulk_concurrency
+    return args
 
 
 def baselines(b: c.Bench, args: argparse.Namespace) -> tuple[c.BaselineRun, c.BaselineRun]:
     conn = b.connect()
     warm = 1000
     ids = c.create_baseline_rows(conn, warm + args.recipients + args.per_delivery + 100)
-    worker = b.start_worker("plain", "plain_app", c.PLAIN_QUEUE, 2)
+    worker = b.start_worker("plain", "plain_app", c.PLAIN_QUEUE, args.baseline_concurrency)
     try:
         chunks = [ids[i : i + 100] for i in range(0, warm, 100)]
         c.run_baseline(b, worker, chunks, "bench.send_batch", warm)  # warm-up
@@ -212,7 +222,10 @@ def main() -> int:
         print(
             f"web: {args.web} ({'2 processes, WEB_THREADS=8' if args.web == 'uvicorn' else '4 sync workers'})"
         )
-        print(c.HERALD_WORKERS_TEXT + f"; bulk pool here: --concurrency {args.bulk_concurrency}")
+        print(
+            c.HERALD_WORKERS_TEXT + f"; bulk pool here: --concurrency {args.bulk_concurrency}; "
+            f"the baselines' worker: --concurrency {args.baseline_concurrency}"
+        )
         print(
             f"tenant {SLUG!r}: rate_limits = {{'email': {{'rate': 100000, 'burst': 100000}}}} for the run "
             "(the default is 500/s, burst 500); " + c.API_LIMIT_TEXT
