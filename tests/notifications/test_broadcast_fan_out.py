@@ -10,7 +10,8 @@ import pytest
 from django.db import transaction
 from django_tenants.utils import schema_context
 
-from notifications import compose, fanout, links, rendering
+from notifications import compose, fanout, links, pipeline, rendering
+from notifications.console.notification_pages import retriable
 from notifications.links import RecipientLinks, read_recipient_token, read_unsubscribe_token
 from notifications.models import Broadcast, Delivery, DeliveryEvent, Notification, Recipient
 from notifications.pipeline import recipient_links
@@ -182,6 +183,13 @@ def test_a_shared_delivery_whose_broadcast_was_deleted_fails_with_the_reason(per
         assert delivery.status == "failed"
         assert delivery.last_error == "cannot build its content: its broadcast was deleted before it was sent"
         assert delivery.rendered_content == {}
+        # No provider was tried, and a retry would fail the same way: none is offered or done.
+        assert delivery.attempts == 0
+        assert not delivery.attempt_log.exists()
+        assert not retriable(delivery)  # the console shows no Retry button
+        assert pipeline.retry([delivery.id], by="admin@alpha.test") == []
+        delivery.refresh_from_db()
+        assert delivery.status == "failed"
 
 
 def test_a_delivery_whose_content_lacks_what_its_channel_needs_fails_instead_of_sending_it_empty(
@@ -198,6 +206,7 @@ def test_a_delivery_whose_content_lacks_what_its_channel_needs_fails_instead_of_
         assert delivery.status == "failed"
         assert delivery.last_error == "its content has no subject, text"
         assert not delivery.attempt_log.exists()  # no provider was called
+        assert delivery.attempts == 0
 
 
 def test_every_delivery_of_a_chunk_starts_with_its_queued_event(personas: Personas) -> None:
