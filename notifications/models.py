@@ -147,6 +147,15 @@ class Delivery(models.Model):
         return f"{self.channel}:{self.id}"
 
     @property
+    def content_gone(self) -> bool:
+        """Stored as a mark of its broadcast's content (compose.shared_mark), and that broadcast
+        has been deleted since (its notification's link is cleared): nothing is left to send it
+        with, so it cannot be retried."""
+        from .compose import SHARED_KEY
+
+        return SHARED_KEY in (self.content or {}) and self.notification.broadcast_id is None
+
+    @property
     def rendered_content(self) -> dict[str, Any]:
         """What this delivery says, as sent: `content`, or for a broadcast delivery that stores
         only a mark (compose.shared_mark), its broadcast's content with its recipient's links.

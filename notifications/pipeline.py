@@ -22,7 +22,7 @@ from psycopg2 import sql
 from tenants.schemas import current_schema
 
 from . import live, urgency
-from .compose import ComposeError, Source, render_content
+from .compose import SHARED_KEY, ComposeError, Source, render_content
 from .links import RecipientLinks, recipient_token, tenant_url, unsubscribe_token
 from .models import (
     Broadcast,
@@ -513,7 +513,8 @@ def retry(delivery_ids: Iterable[uuid.UUID | str], by: str = "") -> list[str]:
 
     Only deliveries that reached a provider (attempts > 0) move: one that failed when it was
     accepted (no address for the channel, content that can't be rendered) would fail the same
-    way again. The attempts history is kept; `next_attempt_at` is cleared so the sweeper and
+    way again, and so would a broadcast's delivery whose broadcast has been deleted since
+    (Delivery.content_gone). The attempts history is kept; `next_attempt_at` is cleared so the sweeper and
     the send task treat it as due now.
     """
     ids = [str(i) for i in delivery_ids]
@@ -525,6 +526,7 @@ def retry(delivery_ids: Iterable[uuid.UUID | str], by: str = "") -> list[str]:
         rows = list(
             Delivery.objects.select_for_update(of=("self",))
             .filter(id__in=ids, status__in=RETRY_FROM, attempts__gt=0)
+            .exclude(content__has_key=SHARED_KEY, notification__broadcast__isnull=True)
             .values_list("id", "notification__priority")
         )
         moved = [delivery_id for delivery_id, _ in rows]

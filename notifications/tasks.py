@@ -19,7 +19,7 @@ from typing import Any
 from celery import shared_task
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from tenants.schemas import current_schema, current_tenant
@@ -216,31 +216,21 @@ def _send(delivery_ids: list[str]) -> None:
                         signer=signer,
                     )
                 except (compose.SharedContentGone, compose.ComposeError) as exc:
-                    unsendable(delivery.id, f"cannot build its content: {exc}")
+                    transition(delivery.id, DeliveryStatus.FAILED, f"cannot build its content: {exc}")
                     continue
                 except (KeyError, TypeError, ValueError):  # a stored message it cannot read
                     log.exception("delivery %s: cannot build its content", delivery.id)
-                    unsendable(delivery.id, "cannot build its content")
+                    transition(delivery.id, DeliveryStatus.FAILED, "cannot build its content")
                     continue
             missing = [
                 f for f in compose.REQUIRED_CONTENT.get(delivery.channel, ()) if not delivery.content.get(f)
             ]
             if missing:  # never send an empty message (a mark read by code that cannot rebuild it)
-                unsendable(delivery.id, f"its content has no {', '.join(missing)}")
+                transition(delivery.id, DeliveryStatus.FAILED, f"its content has no {', '.join(missing)}")
                 continue
             by_channel[delivery.channel].append(delivery)
         for channel, deliveries in by_channel.items():
             send_channel(channel, deliveries)
-
-
-def unsendable(delivery_id: str, reason: str) -> None:
-    """Fail a claimed delivery whose content cannot be sent, whatever is tried again.
-
-    Its claim counted a try that never reached a provider: take it back, so `attempts` still
-    counts provider tries and the console offers no retry (pipeline.retry moves only deliveries
-    that reached a provider, and this one would fail the same way).
-    """
-    transition(delivery_id, DeliveryStatus.FAILED, reason, attempts=F("attempts") - 1)
 
 
 RATE_LIMIT_SLACK = 0.05  # seconds: closer than this to its turn, a batch just goes

@@ -208,7 +208,8 @@ def with_timeline() -> QuerySet[Notification]:
 
 
 def retriable(delivery: Delivery) -> bool:
-    return delivery.status in pipeline.RETRY_FROM and delivery.attempts > 0
+    """Whether a retry could send it (the rule pipeline.retry applies)."""
+    return delivery.status in pipeline.RETRY_FROM and delivery.attempts > 0 and not delivery.content_gone
 
 
 def timeline(delivery: Delivery) -> list[dict[str, Any]]:
@@ -272,6 +273,7 @@ def notification_retry(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     else:
         messages.error(
             request,
-            "Nothing to retry: only failed deliveries that reached a provider can be retried.",
+            "Nothing to retry: only failed deliveries that reached a provider (and whose content "
+            "still exists) can be retried.",
         )
     return HttpResponseRedirect(reverse("console:notification", args=[notification.pk]))

@@ -20,6 +20,7 @@ from notifications.providers.base import OutgoingMessage
 from notifications.providers.smtp import plain_email
 from notifications.rendering import prints_only
 from tests.conftest import Personas
+from tests.notifications.console_support import signed_in
 
 pytestmark = pytest.mark.usefixtures("live_db")
 
@@ -168,28 +169,43 @@ def test_a_shared_render_is_stored_as_a_mark_and_rebuilt_exactly_as_a_render_per
             assert rebuilt["list_unsubscribe"] == links["unsubscribe_url"]
 
 
-def test_a_shared_delivery_whose_broadcast_was_deleted_fails_with_the_reason(personas: Personas) -> None:
+@pytest.mark.parametrize("tried_before", [0, 1])
+def test_a_shared_delivery_whose_broadcast_was_deleted_fails_with_the_reason_and_is_not_retried(
+    personas: Personas, tried_before: int
+) -> None:
+    """Deleted before it was sent, on its first try or after a provider already failed once:
+    it fails saying why, and neither the console nor pipeline.retry offers a retry, which
+    could only fail the same way."""
     from notifications import tasks
 
     with schema_context("alpha"):
         [delivery] = fan_out(people(1), body="Leave: {{ unsubscribe_url }}", category="digest")
         assert compose.SHARED_KEY in delivery.content
+        Delivery.objects.filter(pk=delivery.pk).update(attempts=tried_before)
         broadcast_id = delivery.notification.broadcast_id
         assert broadcast_id is not None
+        assert not delivery.content_gone
         Broadcast.objects.filter(pk=broadcast_id).delete()
         compose._shared_cache.clear()  # as a process that never saw it
         tasks._send([str(delivery.id)])
-        delivery.refresh_from_db()
+        delivery = Delivery.objects.select_related("notification").get(pk=delivery.pk)
         assert delivery.status == "failed"
         assert delivery.last_error == "cannot build its content: its broadcast was deleted before it was sent"
+        assert delivery.attempts == tried_before + 1  # the claim counts its try
         assert delivery.rendered_content == {}
-        # No provider was tried, and a retry would fail the same way: none is offered or done.
-        assert delivery.attempts == 0
-        assert not delivery.attempt_log.exists()
-        assert not retriable(delivery)  # the console shows no Retry button
-        assert pipeline.retry([delivery.id], by="admin@alpha.test") == []
-        delivery.refresh_from_db()
-        assert delivery.status == "failed"
+        assert delivery.content_gone
+        assert not retriable(delivery)
+        assert pipeline.retry([delivery.id], by="owner@alpha.test") == []
+        notification_id = delivery.notification_id
+    console = signed_in(personas.alpha.domain, "owner@alpha.test")
+    page = console.get(f"/console/notifications/{notification_id}/").content.decode()
+    assert "Its broadcast was deleted before it was sent" in page
+    assert "data-retry=" not in page
+    assert 'id="retry-all"' not in page
+    answer = console.post(f"/console/notifications/{notification_id}/retry/", {"all": "1"}, follow=True)
+    assert "Nothing to retry" in answer.content.decode()
+    with schema_context("alpha"):
+        assert Delivery.objects.get(pk=delivery.pk).status == "failed"
 
 
 def test_a_delivery_whose_content_lacks_what_its_channel_needs_fails_instead_of_sending_it_empty(
@@ -206,7 +222,6 @@ def test_a_delivery_whose_content_lacks_what_its_channel_needs_fails_instead_of_
         assert delivery.status == "failed"
         assert delivery.last_error == "its content has no subject, text"
         assert not delivery.attempt_log.exists()  # no provider was called
-        assert delivery.attempts == 0
 
 
 def test_every_delivery_of_a_chunk_starts_with_its_queued_event(personas: Personas) -> None:
