@@ -65,6 +65,8 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.baseline_concurrency is None:
         args.baseline_concurrency = args.bulk_concurrency
+    if min(args.bulk_concurrency, args.baseline_concurrency) < 1:
+        parser.error("--bulk-concurrency and --baseline-concurrency take a number of processes, 1 or more")
     return args
 
 

@@ -96,8 +96,9 @@ def push_until_shown(page: Page, cdp: CDPSession, push: dict[str, str]) -> list[
 
     DevTools can hand a push to a worker version that is still starting, and the event is then
     lost (seen on loaded CI machines, in both tests here), so it is fired once more after a quiet
-    spell. A push with a delivery_id carries the notification tag, so a second arrival replaces
-    the first instead of doubling it, and the callers' exact checks still hold.
+    spell. Both tests' pushes carry a delivery_id, which the worker makes the notification's tag,
+    so if the first push arrives late after all, the second replaces it instead of doubling it
+    and the callers' exact checks still hold.
     """
     cdp.send("ServiceWorker.deliverPushMessage", push)
     try:
@@ -205,7 +206,9 @@ def test_the_worker_never_offers_a_script_url_to_open(
     push = {
         "origin": origin,
         "registrationId": registration_id(page, cdp, f"{origin}/u/push/"),
-        "data": json.dumps({"title": "Hi", "body": "there", "url": "javascript:alert(1)"}),
+        "data": json.dumps(
+            {"title": "Hi", "body": "there", "url": "javascript:alert(1)", "delivery_id": str(uuid.uuid4())}
+        ),
     }
     (shown,) = push_until_shown(page, cdp, push)
     assert shown["title"] == "Hi"
