@@ -223,7 +223,7 @@ def publish_broadcast_progress(broadcast_id: str) -> None:
 
     broadcast = Broadcast.objects.filter(pk=broadcast_id).first()
     if broadcast is not None:
-        publish("broadcast.progress", {"broadcast": progress(broadcast)})
+        publish("broadcast.progress", {"broadcast": progress(broadcast, fresh=True)})
 
 
 @shared_task(name="notifications.broadcast_progress", ignore_result=True, soft_time_limit=30, time_limit=45)

@@ -371,3 +371,45 @@ def test_a_chunk_whose_write_fails_once_is_retried_and_written_once(
         assert failures == []
         assert Delivery.objects.filter(notification__broadcast=broadcast).count() == 3
         assert BroadcastChunk.objects.get(broadcast=broadcast, index=0).done
+
+
+def test_a_count_of_a_broadcasts_deliveries_is_reused_while_young_and_the_live_task_counts_anew(
+    personas: Personas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /broadcasts/<id> (and the console's polling) reuse a count made less than
+    live.progress_interval ago, whoever made it; the live progress task always counts."""
+    from notifications import live
+
+    monkeypatch.setattr(live, "PROGRESS_INTERVAL_MS", 60_000)  # young for the whole test, however slow
+    client = personas.alpha.client()
+    with schema_context("alpha"):
+        deliveries = fan_out(people(3))
+        broadcast = Broadcast.objects.get(notifications__id=deliveries[0].notification_id)
+    first = client.get(f"/api/v1/broadcasts/{broadcast.id}").json()
+    assert first["deliveries"]["by_status"] == {"queued": 3}
+    with schema_context("alpha"):
+        Delivery.objects.filter(pk=deliveries[0].pk).update(status="sent")
+    again = client.get(f"/api/v1/broadcasts/{broadcast.id}").json()
+    assert again["deliveries"]["by_status"] == {"queued": 3}  # the count of a moment ago
+    assert again["counted_at"] == first["counted_at"]
+    with schema_context("alpha"):
+        live_body = fanout.progress(broadcast, fresh=True)  # as the live progress task does
+    assert live_body["deliveries"]["by_status"] == {"queued": 2, "sent": 1}
+    assert live_body["counted_at"] > first["counted_at"]
+    after = client.get(f"/api/v1/broadcasts/{broadcast.id}").json()
+    assert after["deliveries"]["by_status"] == {"queued": 2, "sent": 1}  # the live task's count
+    assert after["counted_at"] == live_body["counted_at"]
+
+
+def test_a_kept_count_older_than_its_max_age_is_not_reused(personas: Personas) -> None:
+    with schema_context("alpha"):
+        deliveries = fan_out(people(2))
+        broadcast = Broadcast.objects.get(notifications__id=deliveries[0].notification_id)
+        counts, at = fanout.delivery_counts(broadcast, max_age=5)
+        assert counts == {"queued": 2}
+        Delivery.objects.filter(pk=deliveries[0].pk).update(status="sent")
+        assert fanout.delivery_counts(broadcast, max_age=5) == (counts, at)
+        time.sleep(0.3)
+        recounted, later = fanout.delivery_counts(broadcast, max_age=0.2)
+        assert recounted == {"queued": 1, "sent": 1}
+        assert later > at
