@@ -66,10 +66,11 @@ log = logging.getLogger(__name__)
 # 2.8x (500: 3.9x; bench/noisy_neighbour.py, back to back), for about a tenth of the broadcast
 # throughput (bench/broadcast.py: 1,193 deliveries/s against 1,335).
 CHUNK_SIZE = 250
-# Deliveries per send task: a chunk's in two halves. Batches of 100 cut each chunk's 250 into
-# 100 + 100 + 50, a third more tasks (each with its claim, rate-limit count, provider resolution,
-# results and live message) than two of 125.
-SEND_BATCH = CHUNK_SIZE // 2
+# Deliveries per send task: a whole chunk's. Each task has fixed costs (its message, claim,
+# rate-limit count, provider resolution, results and live message): 100 + 100 + 50 cost a third
+# more tasks than 125 + 125, and one of 250 in turn sent 3.5 points more of the baseline's
+# throughput than two of 125, with the other tenant's p99 no worse (docs/delivery-engine.md).
+SEND_BATCH = CHUNK_SIZE
 LINK_LENGTH_BOUND = 2048  # characters: no link Herald signs comes near it
 MAX_RECIPIENTS = 100_000
 # Chunks are fanned out in this many sequential lanes (a chord over chains): a lane's next

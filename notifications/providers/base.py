@@ -91,9 +91,9 @@ class Provider(ABC):
     #: longest text the provider accepts (characters), None for no limit of ours
     max_text: ClassVar[int | None] = None
     #: how many messages one send_batch call should get (one session, e.g. one SMTP connection):
-    #: at least a send task's batch (fanout.SEND_BATCH, 125), or a task opens a second session
+    #: at least a send task's batch (fanout.SEND_BATCH, 250), or a task opens a second session
     #: for its last few
-    batch_size: ClassVar[int] = 125
+    batch_size: ClassVar[int] = 250
 
     def __init__(self, settings: Mapping[str, Any] | None = None, secrets: Mapping[str, str] | None = None):
         self.settings = dict(settings or {})
