@@ -25,6 +25,17 @@ from tests.notifications.console_support import signed_in
 pytestmark = pytest.mark.usefixtures("live_db")
 
 
+@pytest.fixture(autouse=True)
+def nothing_published(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests fan out by hand and send by hand: no send or progress count is published, so
+    a worker (one started by an earlier test may still run) never moves or counts their
+    deliveries behind their back."""
+    from notifications import live
+
+    monkeypatch.setattr(fanout, "enqueue_all", lambda *a, **k: None)
+    monkeypatch.setattr(live, "broadcast_progress_soon", lambda *a, **k: None)
+
+
 @pytest.fixture
 def render_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every source text compose renders, in order (a spy: the real render still runs)."""
