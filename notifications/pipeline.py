@@ -514,8 +514,8 @@ def retry(delivery_ids: Iterable[uuid.UUID | str], by: str = "") -> list[str]:
     Only deliveries that reached a provider (attempts > 0) move: one that failed when it was
     accepted (no address for the channel, content that can't be rendered) would fail the same
     way again, and so would a broadcast's delivery whose broadcast has been deleted since
-    (Delivery.content_gone). The attempts history is kept; `next_attempt_at` is cleared so the sweeper and
-    the send task treat it as due now.
+    (Delivery.content_gone). The attempts history is kept; `next_attempt_at` is cleared so the
+    sweeper and the send task treat it as due now.
     """
     ids = [str(i) for i in delivery_ids]
     if not ids:

@@ -89,7 +89,7 @@ _CLAIM_SQL = """
 """
 # The events come back as rows of their own (the UNION ALL) rather than joined to their
 # deliveries: taking `moved` as one row, the planner joined them in a nested loop that compared
-# every delivery with every event (125 x 125 per batch).
+# every delivery with every event (n x n for a batch of n).
 
 
 @dataclass(slots=True)
@@ -314,8 +314,8 @@ def send_channel(channel: str, deliveries: list[Claimed]) -> None:
 # (notification, broadcast, channel) the claim has already read.
 # Each row's provider and message id are looked up by its id in one jsonb object (`m.j`), not
 # joined from a row set: the planner takes the deliveries as one row (the COALESCE estimate) and
-# joined a row set in a nested loop, comparing every delivery with every outcome (125 x 125 per
-# batch; 2 of the statement's 4-6 ms).
+# joined a row set in a nested loop, comparing every delivery with every outcome (n x n for a
+# batch of n; at 125, 2 of the statement's 4-6 ms).
 _MARK_SENT_SQL = """
     WITH sent AS (
         UPDATE {deliveries} AS d
