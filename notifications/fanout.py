@@ -69,7 +69,7 @@ CHUNK_SIZE = 250
 # Deliveries per send task: a whole chunk's. Each task has fixed costs (its message, claim,
 # rate-limit count, provider resolution, results and live message): 100 + 100 + 50 cost a third
 # more tasks than 125 + 125, and one of 250 in turn sent 3.5 points more of the baseline's
-# throughput than two of 125, with the other tenant's p99 no worse (docs/delivery-engine.md).
+# throughput than two of 125, with the other tenant's p99 about the same (docs/delivery-engine.md).
 SEND_BATCH = CHUNK_SIZE
 LINK_LENGTH_BOUND = 2048  # characters: no link Herald signs comes near it
 MAX_RECIPIENTS = 100_000
