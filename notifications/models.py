@@ -41,6 +41,10 @@ FINAL_STATUSES = frozenset(
     }
 )
 FAILED_STATUSES = frozenset({DeliveryStatus.FAILED, DeliveryStatus.BOUNCED})
+# Retry from the console: the one path out of `failed` (pipeline.retry). transition() keeps
+# refusing failed -> queued for every other caller (a late provider report must never revive a
+# failed delivery).
+RETRY_FROM: frozenset[str] = frozenset({DeliveryStatus.FAILED})
 
 
 class Recipient(models.Model):
@@ -145,6 +149,12 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel}:{self.id}"
+
+    @property
+    def retriable(self) -> bool:
+        """Whether a retry from the console could send it: failed after reaching a provider, with
+        its content still there (the rule pipeline.retry applies in its query)."""
+        return self.status in RETRY_FROM and self.attempts > 0 and not self.content_gone
 
     @property
     def content_gone(self) -> bool:

@@ -25,6 +25,7 @@ from . import live, urgency
 from .compose import SHARED_KEY, ComposeError, Source, render_content
 from .links import RecipientLinks, recipient_token, tenant_url, unsubscribe_token
 from .models import (
+    RETRY_FROM,
     Broadcast,
     Category,
     Channel,
@@ -503,19 +504,15 @@ def transition(delivery_id: uuid.UUID | str, status: str, detail: str = "", **fi
     return bool(moved)
 
 
-# Retry from the console: the one path out of `failed`. transition() keeps refusing failed ->
-# queued for every other caller (a late provider report must never revive a failed delivery).
-RETRY_FROM: frozenset[str] = frozenset({DeliveryStatus.FAILED})
-
-
 def retry(delivery_ids: Iterable[uuid.UUID | str], by: str = "") -> list[str]:
     """Move failed deliveries back to queued and enqueue them; return the ids moved.
 
-    Only deliveries that reached a provider (attempts > 0) move: one that failed when it was
-    accepted (no address for the channel, content that can't be rendered) would fail the same
-    way again, and so would a broadcast's delivery whose broadcast has been deleted since
-    (Delivery.content_gone). The attempts history is kept; `next_attempt_at` is cleared so the
-    sweeper and the send task treat it as due now.
+    Only the deliveries Delivery.retriable says could be sent move (the same rule, as a query):
+    those that reached a provider (attempts > 0). One that failed when it was accepted (no
+    address for the channel, content that can't be rendered) would fail the same way again, and
+    so would a broadcast's delivery whose broadcast has been deleted since (Delivery.content_gone).
+    The attempts history is kept; `next_attempt_at` is cleared so the sweeper and the send task
+    treat it as due now.
     """
     ids = [str(i) for i in delivery_ids]
     if not ids:

@@ -207,11 +207,6 @@ def with_timeline() -> QuerySet[Notification]:
     )
 
 
-def retriable(delivery: Delivery) -> bool:
-    """Whether a retry could send it (the rule pipeline.retry applies)."""
-    return delivery.status in pipeline.RETRY_FROM and delivery.attempts > 0 and not delivery.content_gone
-
-
 def timeline(delivery: Delivery) -> list[dict[str, Any]]:
     """Events and provider attempts of a delivery, merged in time order."""
     items: list[dict[str, Any]] = [
@@ -228,7 +223,7 @@ def timeline(delivery: Delivery) -> list[dict[str, Any]]:
 
 def _detail_context(request: HttpRequest, notification: Notification) -> dict[str, Any]:
     deliveries = [
-        {"d": d, "timeline": timeline(d), "retriable": retriable(d)} for d in notification.deliveries.all()
+        {"d": d, "timeline": timeline(d), "retriable": d.retriable} for d in notification.deliveries.all()
     ]
     return {
         "n": notification,

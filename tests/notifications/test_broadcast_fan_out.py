@@ -11,7 +11,6 @@ from django.db import transaction
 from django_tenants.utils import schema_context
 
 from notifications import compose, fanout, links, pipeline, rendering
-from notifications.console.notification_pages import retriable
 from notifications.links import RecipientLinks, read_recipient_token, read_unsubscribe_token
 from notifications.models import Broadcast, Delivery, DeliveryEvent, Notification, Recipient
 from notifications.pipeline import recipient_links
@@ -205,7 +204,7 @@ def test_a_shared_delivery_whose_broadcast_was_deleted_fails_with_the_reason_and
         assert delivery.attempts == tried_before + 1  # the claim counts its try
         assert delivery.rendered_content == {}
         assert delivery.content_gone
-        assert not retriable(delivery)
+        assert not delivery.retriable
         assert pipeline.retry([delivery.id], by="owner@alpha.test") == []
         notification_id = delivery.notification_id
     console = signed_in(personas.alpha.domain, "owner@alpha.test")
