@@ -405,9 +405,7 @@ def progress(broadcast: Broadcast, *, fresh: bool = False) -> dict[str, Any]:
     when the counts were read. `fresh`: count now (the live progress task, which runs after
     changes and so keeps the reused count current).
     """
-    from .live import progress_interval
-
-    max_age = 0.0 if fresh else progress_interval(broadcast.recipient_count)
+    max_age = 0.0 if fresh else live.progress_interval(broadcast.recipient_count)
     counts, counted_at = delivery_counts(broadcast, max_age)
     expected = broadcast.recipient_count * len(broadcast.message.get("channels", []))
     settled = sum(n for status, n in counts.items() if status not in ("queued", "sending"))
