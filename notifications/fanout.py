@@ -13,7 +13,6 @@ channel-layer group as chunks finish.
 import json
 import logging
 import time
-import uuid
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,6 +31,7 @@ from tenants.schemas import current_schema
 
 from . import live, urgency
 from .compose import ComposeError, SharedContent, Source, render_content, shared_mark
+from .ids import new_id_str
 from .links import RecipientLinks
 from .models import (
     Broadcast,
@@ -243,7 +243,7 @@ def write_chunk(broadcast: Broadcast, items: list[dict[str, Any]]) -> int:
         recipient = recipients[spec.external_id]
         own_data = item.get("data")
         data = {**shared_data, **own_data} if own_data else shared_data
-        notification_id = str(uuid.uuid4())
+        notification_id = new_id_str()
         notification_rows.append(
             {
                 "id": notification_id,
@@ -269,7 +269,7 @@ def write_chunk(broadcast: Broadcast, items: list[dict[str, Any]]) -> int:
                         status, reason = DeliveryStatus.FAILED, f"{exc.field}: {exc.message}"
                 if channel == Channel.EMAIL and not category.required:
                     content["list_unsubscribe"] = links["unsubscribe_url"]
-            delivery_id = str(uuid.uuid4())
+            delivery_id = new_id_str()
             address = _address(recipient, channel)
             delivery_rows.append(
                 (delivery_id, notification_id, channel, address, status, reason, content, now)

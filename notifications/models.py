@@ -1,10 +1,11 @@
 """Tenant-schema models: who receives, what was asked, and what happened to each delivery."""
 
-import uuid
 from typing import Any
 
 from django.db import models
 from django.utils import timezone
+
+from .ids import new_id
 
 
 class Channel(models.TextChoices):
@@ -50,7 +51,7 @@ RETRY_FROM: frozenset[str] = frozenset({DeliveryStatus.FAILED})
 class Recipient(models.Model):
     """An end user of the tenant, known by the tenant's own id for them."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
     external_id = models.CharField(max_length=255, unique=True)
     email = models.EmailField(blank=True)
     phone = models.CharField(max_length=32, blank=True, help_text="E.164, e.g. +14155550100")
@@ -65,7 +66,7 @@ class Recipient(models.Model):
 class Notification(models.Model):
     """One message a tenant asked Herald to send, on one or more channels."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
     recipient = models.ForeignKey(Recipient, on_delete=models.PROTECT, related_name="notifications")
     category = models.CharField(max_length=64, default="general")
     template_key = models.CharField(max_length=64, blank=True)
@@ -110,7 +111,7 @@ class Notification(models.Model):
 class Delivery(models.Model):
     """A notification on one channel to one address; moves through DeliveryStatus."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
     notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="deliveries")
     channel = models.CharField(max_length=16, choices=Channel.choices)
     address = models.CharField(max_length=512)
@@ -351,7 +352,7 @@ class ProviderConfig(models.Model):
 class PushSubscription(models.Model):
     """A browser's Web Push subscription for a recipient (removed when the push service says 404/410)."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
     recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="push_subscriptions")
     endpoint = models.TextField(unique=True)
     p256dh = models.CharField(max_length=255)
@@ -373,7 +374,7 @@ class FeedStatus(models.TextChoices):
 class InAppMessage(models.Model):
     """An item of a recipient's in-app feed."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
     recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="feed")
     delivery = models.OneToOneField(
         Delivery, on_delete=models.SET_NULL, null=True, blank=True, related_name="feed_item"
@@ -429,7 +430,7 @@ class BroadcastStatus(models.TextChoices):
 class Broadcast(models.Model):
     """One message to many recipients (a topic or an inline list), fanned out in chunks by tasks."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
     topic_key = models.CharField(max_length=64, blank=True)
     status = models.CharField(
         max_length=16, choices=BroadcastStatus.choices, default=BroadcastStatus.ACCEPTED

@@ -23,6 +23,7 @@ from tenants.schemas import current_schema
 
 from . import live, urgency
 from .compose import SHARED_KEY, ComposeError, Source, render_content
+from .ids import new_id_str
 from .links import RecipientLinks, recipient_token, tenant_url, unsubscribe_token
 from .models import (
     RETRY_FROM,
@@ -344,7 +345,7 @@ def _upsert_values(specs: Sequence[RecipientSpec]) -> dict[str, Any]:
         row = merged.get(spec.external_id)
         if row is None:
             row = merged[spec.external_id] = {
-                "id": str(uuid.uuid4()),
+                "id": new_id_str(),
                 "external_id": spec.external_id,
                 "email": "",
                 "phone": "",

@@ -1,0 +1,28 @@
+"""Ids of the rows Herald writes by the hundred thousand: UUIDv7 (RFC 9562), ordered by time.
+
+A random id (v4) puts each new row's index entry on a random page of every index that holds it
+(the table's primary key, and each foreign-key index that points at it), and a batch of ids
+looked up together (a send's claim, its mark_sent) touches as many pages as it has ids. Ids that
+begin with their creation time keep a batch's entries side by side and new ones at the end of
+each index. Measured on a schema shaped like notifications, deliveries and their events (100,000
+deliveries written, then moved twice, in batches of 250): 10-12 s instead of 12-14 s.
+
+The remaining 74 random bits keep an id unguessable; the time it carries is its row's
+`created_at`, which its tenant sees anyway. uuid-utils makes them in Rust: ~0.2 us each against
+~2.7 us for `str(uuid.uuid4())`.
+"""
+
+import uuid
+
+import uuid_utils
+from uuid_utils import compat
+
+
+def new_id() -> uuid.UUID:
+    """A new time-ordered id, as the `uuid.UUID` Django's UUIDField takes (a model's default)."""
+    return compat.uuid7()
+
+
+def new_id_str() -> str:
+    """A new time-ordered id as text, for rows written as JSON (fan-out, recipient upserts)."""
+    return str(uuid_utils.uuid7())
