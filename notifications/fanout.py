@@ -247,7 +247,7 @@ def write_chunk(broadcast: Broadcast, items: list[dict[str, Any]]) -> int:
         notification_rows.append(
             {
                 "id": notification_id,
-                "recipient_id": str(recipient.id),
+                "recipient_id": recipient.id,
                 "locale": message["locale"] or spec.locale or "",
                 "data": data if own_data else None,  # None: the message's own (shared) data
             }
@@ -260,7 +260,7 @@ def write_chunk(broadcast: Broadcast, items: list[dict[str, Any]]) -> int:
                 content = mark  # compose.expand rebuilds it, with this recipient's links
             else:
                 if links is None:
-                    links = signer.message_links(str(recipient.id), category.key, category.required)
+                    links = signer.message_links(recipient.id, category.key, category.required)
                 try:
                     content = render_content(channel, sources[channel], data, links)
                 except ComposeError as exc:

@@ -134,6 +134,10 @@ def claim(delivery_ids: Sequence[str]) -> list[Claimed]:
     sending = {row[0]: (row[12], row[13]) for row in rows if row[12] is not None}
     claimed: list[Claimed] = []
     events: list[live.Event] = []
+    # A broadcast's deliveries carry the same content (its mark) and data, as the same text:
+    # each distinct text is decoded once and its value shared (nothing changes these values: a
+    # mark is replaced by its expansion, and outgoing() copies the data).
+    decoded: dict[str | bytes, Any] = {}
     for row in rows:
         did, channel, address, content, attempts, provider, nid, priority, data, bid, rid, cat, eid, at = row
         if eid is not None:
@@ -149,15 +153,24 @@ def claim(delivery_ids: Sequence[str]) -> list[Claimed]:
                 category=cat,
                 channel=channel,
                 address=address,
-                content=_json(content) or {},
+                content=_decoded(content, decoded),
                 attempts=attempts,
                 provider=provider,
                 priority=priority,
-                data=_json(data) or {},
+                data=_decoded(data, decoded),
             )
         )
     live.events_written((), known=events)
     return claimed
+
+
+def _decoded(value: Any, seen: dict[str | bytes, Any]) -> Any:
+    """_json(value) or {}, decoding each distinct text once (`seen` holds what was decoded)."""
+    if not isinstance(value, str | bytes):
+        return value or {}
+    if value not in seen:
+        seen[value] = _json(value) or {}
+    return seen[value]
 
 
 def _json(value: Any) -> Any:
