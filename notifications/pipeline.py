@@ -334,18 +334,66 @@ def upsert_recipient(spec: RecipientSpec) -> Recipient:
 
 # The rows travel as one JSON document: psycopg2 quoting every value of every row cost more
 # CPU than the statement did.
-_UPSERT_SQL = """
-    INSERT INTO {table} (id, external_id, email, phone, locale, created_at, updated_at)
-    SELECT v.id, v.external_id, v.email, v.phone, v.locale, %(now)s, %(now)s
-    FROM json_to_recordset(%(rows)s::json)
-         AS v(id uuid, external_id text, email text, phone text, locale text)
-    ON CONFLICT (external_id) DO UPDATE SET
-        email = CASE WHEN EXCLUDED.email <> '' THEN EXCLUDED.email ELSE {table}.email END,
-        phone = CASE WHEN EXCLUDED.phone <> '' THEN EXCLUDED.phone ELSE {table}.phone END,
-        locale = CASE WHEN EXCLUDED.locale <> '' THEN EXCLUDED.locale ELSE {table}.locale END,
-        updated_at = EXCLUDED.updated_at
-    RETURNING id, external_id, email, phone, locale
+# A recipient that exists and whose given fields are what is stored already (the common case: a
+# tenant notifies the same people again and again, and a topic's chunks give external ids only)
+# is read, not written: DO UPDATE's WHERE leaves it alone, and `up` takes it from the table
+# instead. Rewriting it anyway cost a new row version (and its index entries while the page had
+# no room) per recipient per request, and per subscriber per topic broadcast.
+_UPSERT_CTES = """
+    v AS MATERIALIZED (
+        SELECT * FROM json_to_recordset(%(rows)s::json)
+            AS v(id uuid, external_id text, email text, phone text, locale text)
+    ), written AS (
+        INSERT INTO {table} AS r (id, external_id, email, phone, locale, created_at, updated_at)
+        SELECT v.id, v.external_id, v.email, v.phone, v.locale, %(now)s, %(now)s FROM v
+        ON CONFLICT (external_id) DO UPDATE SET
+            email = CASE WHEN EXCLUDED.email <> '' THEN EXCLUDED.email ELSE r.email END,
+            phone = CASE WHEN EXCLUDED.phone <> '' THEN EXCLUDED.phone ELSE r.phone END,
+            locale = CASE WHEN EXCLUDED.locale <> '' THEN EXCLUDED.locale ELSE r.locale END,
+            updated_at = EXCLUDED.updated_at
+        WHERE (EXCLUDED.email <> '' AND EXCLUDED.email <> r.email)
+           OR (EXCLUDED.phone <> '' AND EXCLUDED.phone <> r.phone)
+           OR (EXCLUDED.locale <> '' AND EXCLUDED.locale <> r.locale)
+        RETURNING r.id, r.external_id, r.email, r.phone, r.locale
+    ), up AS (
+        SELECT * FROM written
+        UNION ALL
+        SELECT r.id, r.external_id, r.email, r.phone, r.locale FROM {table} AS r
+        WHERE r.external_id IN (SELECT external_id FROM v)
+          AND r.external_id NOT IN (SELECT external_id FROM written)
+    )
 """
+# What _UPSERT_CTES could not return: a recipient another transaction inserted after this
+# statement's snapshot was taken, with the same fields. The INSERT met it (and left it alone),
+# the snapshot cannot see it; a new statement (a new snapshot, READ COMMITTED) can.
+_REREAD_CTES = """
+    up AS (
+        SELECT r.id, r.external_id, r.email, r.phone, r.locale FROM {table} AS r
+        WHERE r.external_id = ANY(%(missing)s)
+    )
+"""
+_RECIPIENT_COLUMNS = "SELECT id, external_id, email, phone, locale FROM up"
+
+
+def _upsert_rows(
+    specs: Sequence[RecipientSpec], select: str, params: dict[str, Any] | None = None
+) -> list[tuple[Any, ...]]:
+    """Upsert these recipients, and run `select` (over `up`: each recipient once, as stored) in the
+    same statement; the rows it returns. `select`'s second column must be the external_id."""
+    table = connection.ops.quote_name(Recipient._meta.db_table)
+    values = _upsert_values(specs)
+    wanted = {spec.external_id for spec in specs}
+    with connection.cursor() as cursor:
+        cursor.execute("WITH " + _UPSERT_CTES.format(table=table) + select, {**values, **(params or {})})
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
+        missing = wanted - {row[1] for row in rows}
+        if missing:
+            cursor.execute(
+                "WITH " + _REREAD_CTES.format(table=table) + select,
+                {"missing": sorted(missing), **(params or {})},
+            )
+            rows += cursor.fetchall()
+    return rows
 
 
 def upsert_recipients(specs: Sequence[RecipientSpec]) -> dict[str, Recipient]:
@@ -353,18 +401,14 @@ def upsert_recipients(specs: Sequence[RecipientSpec]) -> dict[str, Recipient]:
 
     A field not given keeps its stored value. The same external_id twice: the later wins.
     """
-    table = connection.ops.quote_name(Recipient._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(_UPSERT_SQL.format(table=table), _upsert_values(specs))
-        rows = cursor.fetchall()
     return {
         external_id: Recipient(id=rid, external_id=external_id, email=email, phone=phone, locale=locale)
-        for rid, external_id, email, phone, locale in rows
+        for rid, external_id, email, phone, locale in _upsert_rows(specs, _RECIPIENT_COLUMNS)
     }
 
 
 def _upsert_values(specs: Sequence[RecipientSpec]) -> dict[str, Any]:
-    """_UPSERT_SQL's parameters: one row per external_id (the later spec's fields win)."""
+    """_UPSERT_CTES's parameters: one row per external_id (the later spec's fields win)."""
     merged: dict[str, dict[str, str]] = {}
     for spec in specs:
         row = merged.get(spec.external_id)
@@ -395,10 +439,9 @@ class _Known:
     categories: dict[str, Category]  # of the keys asked for, those that exist
 
 
-# The upsert, plus per recipient its disabled preferences and whether it has a push
+# Read with the upsert, per recipient: its disabled preferences and whether it has a push
 # subscription; plus (an InitPlan, computed once per statement) the categories asked for.
-_UPSERT_AND_READ_SQL = """
-    WITH up AS ({upsert})
+_READ_KNOWN_SQL = """
     SELECT up.id::text, up.external_id, up.email, up.phone, up.locale,
         ARRAY(SELECT p.category_id::text || ':' || p.channel FROM {preference} p
               WHERE p.recipient_id = up.id AND NOT p.enabled),
@@ -412,15 +455,12 @@ _UPSERT_AND_READ_SQL = """
 def upsert_and_read(specs: Sequence[RecipientSpec], category_keys: Sequence[str]) -> _Known:
     """upsert_recipients, and in the same statement what accept_many reads about them."""
     quote = connection.ops.quote_name
-    with connection.cursor() as cursor:
-        statement = _UPSERT_AND_READ_SQL.format(
-            upsert=_UPSERT_SQL.format(table=quote(Recipient._meta.db_table)),
-            preference=quote(Preference._meta.db_table),
-            push=quote(PushSubscription._meta.db_table),
-            category=quote(Category._meta.db_table),
-        )
-        cursor.execute(statement, {**_upsert_values(specs), "keys": list(category_keys)})
-        rows = cursor.fetchall()
+    select = _READ_KNOWN_SQL.format(
+        preference=quote(Preference._meta.db_table),
+        push=quote(PushSubscription._meta.db_table),
+        category=quote(Category._meta.db_table),
+    )
+    rows = _upsert_rows(specs, select, {"keys": list(category_keys)})
     known = _Known(recipients={}, opted_out=set(), with_push=set(), categories={})
     for rid, external_id, email, phone, locale, disabled, has_push, _ in rows:
         known.recipients[external_id] = KnownRecipient(rid, external_id, email, phone, locale)
