@@ -114,9 +114,9 @@ def test_a_recipient_another_transaction_inserts_meanwhile_is_returned(
             connection.close()
 
     try:
-        with other.cursor() as cursor:  # a transaction, left open
-            cursor.execute("SET search_path TO alpha")
-            cursor.execute(
+        with other.cursor() as raw:  # a transaction, left open
+            raw.execute("SET search_path TO alpha")
+            raw.execute(
                 "INSERT INTO notifications_recipient (id, external_id, email, phone, locale, created_at, "
                 "updated_at) VALUES (%s, %s, 'b@example.com', '', '', now(), now())",
                 [other_id, ext],
