@@ -1,9 +1,10 @@
-"""Recipients are upserted by external_id: written when new or changed, read when not, and
-returned every time, also when another transaction inserts them at the same moment."""
+"""Recipients are upserted by external_id: written when new or changed, left alone when not, and
+returned as they are now every time, also when another transaction writes them at that moment."""
 
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg2
@@ -11,7 +12,7 @@ import pytest
 from django.db import connection
 from django_tenants.utils import schema_context
 
-from notifications.models import Category
+from notifications.models import Category, Recipient
 from notifications.pipeline import RecipientSpec, upsert_and_read, upsert_recipients
 from tests.conftest import Personas
 
@@ -27,13 +28,13 @@ def row_version(external_id: str) -> tuple[str, Any]:
     return row[0], row[1]
 
 
-def test_an_unchanged_recipient_is_read_not_rewritten(personas: Personas, live_db: None) -> None:
+def test_an_unchanged_recipient_gets_no_new_row_version(personas: Personas, live_db: None) -> None:
     ext = f"u-{uuid.uuid4()}"
     with schema_context("alpha"):
         first = upsert_recipients([RecipientSpec(external_id=ext, email="ana@example.com", locale="pt")])[ext]
         written = row_version(ext)
 
-        # The same fields, or none (a topic's chunk gives the external id only): read, not written.
+        # The same fields, or none (a topic's chunk gives the external id only): left as it is.
         for spec in (
             RecipientSpec(external_id=ext, email="ana@example.com"),
             RecipientSpec(external_id=ext),
@@ -67,75 +68,140 @@ def test_accepting_reads_new_unchanged_and_changed_recipients_alike(
             ]
         )
         category = Category.objects.get_or_create(key="upsert-test")[0]
-        known = upsert_and_read(
-            [
-                RecipientSpec(external_id=new, email="new@example.com"),
-                RecipientSpec(external_id=same, email="same@example.com"),
-                RecipientSpec(external_id=moved, email="moved@example.com"),
-            ],
-            [category.key],
-        )
+        for_all = [
+            RecipientSpec(external_id=new, email="new@example.com"),
+            RecipientSpec(external_id=same, email="same@example.com"),
+            RecipientSpec(external_id=moved, email="moved@example.com"),
+        ]
+        known = upsert_and_read(for_all, [category.key])
+        unchanged_only = upsert_and_read(for_all[1:2], [category.key])
     assert set(known.recipients) == {new, same, moved}
     assert known.recipients[same].id == str(before[same].id)
     assert known.recipients[same].email == "same@example.com"
     assert known.recipients[moved].id == str(before[moved].id)
     assert known.recipients[moved].email == "moved@example.com"
     assert known.recipients[new].email == "new@example.com"
-    assert known.categories["upsert-test"].pk == category.pk  # the statement's other reads still come
+    # The statement's other reads come along, also when nothing was written.
+    assert known.categories["upsert-test"].pk == category.pk
+    assert unchanged_only.recipients[same].id == str(before[same].id)
+    assert unchanged_only.categories["upsert-test"].pk == category.pk
 
 
-def test_a_recipient_another_transaction_inserts_meanwhile_is_returned(
-    personas: Personas, live_db: None
-) -> None:
-    """The other transaction's row is committed after this statement's snapshot was taken: the
-    INSERT meets it and leaves it alone (same fields), the snapshot can't see it, and the upsert
-    reads it again rather than leave it out."""
-    ext = f"u-{uuid.uuid4()}"
-    other_id = str(uuid.uuid4())
+# --- against another transaction ------------------------------------------------------------------
+
+
+def _connect() -> Any:
     settings = connection.settings_dict
-    other = psycopg2.connect(
+    return psycopg2.connect(
         dbname=settings["NAME"],
         user=settings["USER"],
         host=settings["HOST"] or None,
         port=settings["PORT"] or None,
         password=settings["PASSWORD"] or None,
     )
+
+
+class OtherTransaction:
+    """Another connection's transaction, left open until `commit()`."""
+
+    def __init__(self) -> None:
+        self.connection = _connect()
+        self.cursor = self.connection.cursor()
+        self.cursor.execute("SET search_path TO alpha")
+
+    def run(self, sql: str, params: list[Any]) -> None:
+        self.cursor.execute(sql, params)
+
+    def commit(self) -> None:
+        self.connection.commit()
+
+
+@pytest.fixture
+def other_transaction() -> Iterator[OtherTransaction]:
+    other = OtherTransaction()
+    yield other
+    other.connection.close()
+
+
+def _upsert_meanwhile(spec: RecipientSpec, other_commit: Callable[[], None]) -> Recipient:
+    """Upsert `spec` in a thread while another transaction holds its row; commit that one once the
+    upsert is seen waiting for it (pg_stat_activity), and return what the upsert returned."""
     result: dict[str, Any] = {}
 
     def upsert() -> None:
         try:
             with schema_context("alpha"):
-                started = time.monotonic()
-                result["recipients"] = upsert_recipients(
-                    [RecipientSpec(external_id=ext, email="b@example.com")]
-                )
-                result["waited"] = time.monotonic() - started
+                result["recipients"] = upsert_recipients([spec])
+        except Exception as exc:  # reported below, in the test's thread
+            result["error"] = exc
         finally:
             connection.close()
 
+    worker = threading.Thread(target=upsert)
+    worker.start()
+    watcher = _connect()
+    watcher.autocommit = True
     try:
-        with other.cursor() as raw:  # a transaction, left open
-            raw.execute("SET search_path TO alpha")
-            raw.execute(
-                "INSERT INTO notifications_recipient (id, external_id, email, phone, locale, created_at, "
-                "updated_at) VALUES (%s, %s, 'b@example.com', '', '', now(), now())",
-                [other_id, ext],
-            )
-        worker = threading.Thread(target=upsert)
-        worker.start()
-        time.sleep(0.5)  # the upsert has begun, and waits for this transaction
-        assert worker.is_alive()
-        other.commit()
-        worker.join(timeout=10)
-        assert not worker.is_alive()
+        deadline = time.monotonic() + 10
+        waiting = 0
+        while not waiting and time.monotonic() < deadline:
+            with watcher.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query LIKE %s",
+                    ["%INSERT INTO%notifications_recipient%ON CONFLICT%"],
+                )
+                waiting = cursor.fetchone()[0]
+            time.sleep(0.02)
+        assert waiting, "the upsert never waited for the other transaction"
     finally:
-        other.close()
-    assert result["waited"] >= 0.4
-    assert str(result["recipients"][ext].id) == other_id
-    assert result["recipients"][ext].email == "b@example.com"
-    with schema_context("alpha"), connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM notifications_recipient WHERE external_id = %s", [ext])
-        assert cursor.fetchone() == (1,)
+        watcher.close()
+        other_commit()
+        worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert "error" not in result, result.get("error")
+    recipients: dict[str, Recipient] = result["recipients"]
+    return recipients[spec.external_id]
+
+
+def test_a_recipient_another_transaction_inserts_meanwhile_is_returned(
+    personas: Personas, live_db: None, other_transaction: OtherTransaction
+) -> None:
+    """The other row is committed after the upsert's snapshot was taken: the INSERT meets it and
+    leaves it alone (same fields), and the upsert reads it in a new statement."""
+    ext, other_id = f"u-{uuid.uuid4()}", str(uuid.uuid4())
+    other_transaction.run(
+        "INSERT INTO notifications_recipient (id, external_id, email, phone, locale, created_at, "
+        "updated_at) VALUES (%s, %s, 'b@example.com', '', '', now(), now())",
+        [other_id, ext],
+    )
+    got = _upsert_meanwhile(RecipientSpec(external_id=ext, email="b@example.com"), other_transaction.commit)
+    assert (str(got.id), got.email) == (other_id, "b@example.com")
+    with schema_context("alpha"):
+        assert Recipient.objects.filter(external_id=ext).count() == 1
+
+
+@pytest.mark.parametrize("given", ["the changed field", "another field"])
+def test_a_change_another_transaction_commits_meanwhile_is_what_is_returned(
+    personas: Personas, live_db: None, other_transaction: OtherTransaction, given: str
+) -> None:
+    """Another request changed the recipient's email (say) a moment before: the upsert returns the
+    new email, never the one its snapshot began with (a mail to the address just replaced)."""
+    ext = f"u-{uuid.uuid4()}"
+    with schema_context("alpha"):
+        upsert_recipients([RecipientSpec(external_id=ext, email="old@example.com", phone="+14155550100")])
+    other_transaction.run(
+        "UPDATE notifications_recipient SET email = 'new@example.com', phone = '+14155550199' "
+        "WHERE external_id = %s",
+        [ext],
+    )
+    spec = (
+        RecipientSpec(external_id=ext, email="new@example.com")
+        if given == "the changed field"
+        else RecipientSpec(external_id=ext, locale="")
+    )
+    got = _upsert_meanwhile(spec, other_transaction.commit)
+    assert (got.email, got.phone) == ("new@example.com", "+14155550199")
 
 
 @pytest.mark.parametrize("twice", [False, True])
