@@ -1,11 +1,16 @@
-"""Fair dispatch: bulk work is released to the broker round-robin across tenants.
+"""Fair dispatch: bulk and normal work is released to the broker round-robin across tenants.
 
-Without it, a tenant that enqueues 1,000 bulk batches puts another tenant's one bulk batch
-behind all 1,000. With it, the database still holds every delivery, per-tenant lists in Redis
-hold the batches waiting their turn, and the broker's bulk queue holds only a few messages
+Without it, a tenant that enqueues 1,000 batches puts another tenant's one batch of the same
+priority behind all 1,000. With it, the database still holds every delivery, per-tenant lists in
+Redis hold the batches waiting their turn, and the broker's queue holds only a few messages
 (BOUND): the dispatcher refills it one batch per tenant per turn. Another tenant's batch then
 waits for at most BOUND + (number of busy tenants) batches, whatever the size of the backlog
 ahead of it.
+
+Bulk batches are always held. Normal ones only while the `default` queue is contended (the
+dispatcher saw BOUND messages waiting in it, or some tenant's normal batches are held already):
+an uncontended notification goes straight to the broker, without the dispatcher's step, and a
+request brings at most BOUND batches straight to a quiet queue, the rest held.
 
 The dispatcher (`manage.py dispatch`, one per deployment, beside beat) keeps a heartbeat in
 Redis. While there is none, `hold` declines and work is published directly (first in, first
@@ -29,9 +34,11 @@ from tenants.redis_client import get_redis
 
 log = logging.getLogger(__name__)
 
-FAIR_PRIORITIES = frozenset({"bulk"})
+FAIR_PRIORITIES = frozenset({"bulk", "normal"})
+ALWAYS_HELD = frozenset({"bulk"})  # the others are held only while their queue is contended
 BOUND = 4  # messages waiting in a fair priority's broker queue at once: twice the bulk pool
 HEARTBEAT_KEY = "herald:fair:heartbeat"
+CONTENDED_TTL_MS = 1000  # the dispatcher renews the flag every loop while the queue is full
 HEARTBEAT_TTL = 10  # seconds
 
 # Pop the first batch of a tenant's list; forget the tenant when its list is empty.
@@ -50,6 +57,10 @@ def _tenants_key(priority: str) -> str:
     return f"herald:fair:{priority}:tenants"
 
 
+def _contended_key(priority: str) -> str:
+    return f"herald:fair:{priority}:contended"
+
+
 def dispatcher_alive() -> bool:
     try:
         return bool(get_redis().exists(HEARTBEAT_KEY))
@@ -57,20 +68,39 @@ def dispatcher_alive() -> bool:
         return False
 
 
-def hold(schema: str, priority: str, batches: Iterable[list[str]]) -> bool:
-    """Queue batches for fair release. False when the caller should publish them itself."""
+def hold(schema: str, priority: str, batches: Iterable[list[str]]) -> list[list[str]]:
+    """Queue batches for fair release; return those the caller should publish itself (all of
+    them without a live dispatcher, or for a priority it does not hold)."""
     batches = list(batches)
-    if priority not in FAIR_PRIORITIES or not batches or not dispatcher_alive():
-        return False
+    if priority not in FAIR_PRIORITIES or not batches:
+        return batches
+    direct: list[list[str]] = []  # published by the caller at once
     try:
-        pipe = get_redis().pipeline()
+        client = get_redis()
+        if priority in ALWAYS_HELD:
+            if not dispatcher_alive():
+                return batches
+        else:
+            pipe = client.pipeline(transaction=False)
+            pipe.exists(HEARTBEAT_KEY)
+            pipe.exists(_contended_key(priority))
+            pipe.scard(_tenants_key(priority))
+            alive, contended, waiting = pipe.execute()
+            if not alive:
+                return batches
+            # A quiet queue takes up to BOUND of them now; the rest wait their turn with the others.
+            direct = [] if contended or waiting else batches[:BOUND]
+            batches = batches[len(direct) :]
+            if not batches:
+                return direct
+        pipe = client.pipeline()
         pipe.rpush(_list_key(priority, schema), *[json.dumps(b) for b in batches])
         pipe.sadd(_tenants_key(priority), schema)
         pipe.execute()
     except redis.RedisError:
         log.warning("fair dispatch unavailable; publishing %d batches directly", len(batches))
-        return False
-    return True
+        return direct + batches
+    return direct
 
 
 def holding(schema: str, priority: str) -> bool:
@@ -96,6 +126,7 @@ class Dispatcher:
         self.broker = _broker()
         self._sizer: Any = None  # kombu's Redis count (LLEN of each priority list), if the broker has it
         self._beat_at = 0.0
+        self._contended: frozenset[str] = frozenset()  # priorities this dispatcher flagged contended
 
     def queued(self, queue: str) -> int:
         """Messages waiting in the broker queue (Redis LLEN or AMQP's count, through kombu)."""
@@ -120,6 +151,7 @@ class Dispatcher:
 
     def once(self) -> int:
         """Release up to the bound, one batch per tenant per turn; how many were released."""
+        from . import urgency
         from .pipeline import QUEUE_FOR_PRIORITY
         from .tasks import send_deliveries
 
@@ -128,6 +160,8 @@ class Dispatcher:
         for priority in self.priorities:
             queue = QUEUE_FOR_PRIORITY[priority]
             room = self.bound - self.queued(queue)
+            if priority not in ALWAYS_HELD:
+                self.mark_contended(priority, room <= 0)
             members: set[bytes] = get_redis().smembers(_tenants_key(priority))  # type: ignore[assignment]
             tenants = sorted(m.decode() for m in members)
             if room <= 0 or not tenants:
@@ -143,11 +177,21 @@ class Dispatcher:
                         turn.remove(schema)
                         continue
                     with schema_context(schema):
-                        send_deliveries.apply_async(args=(json.loads(raw),), queue=queue)
+                        sent = send_deliveries.apply_async(args=(json.loads(raw),), queue=queue)
+                    if priority not in ALWAYS_HELD:  # bulk work steps aside for it, as pipeline.enqueue
+                        urgency.note(sent.id)
                     released += 1
                     room -= 1
             self.cursor += 1
         return released
+
+    def mark_contended(self, priority: str, contended: bool) -> None:
+        """Tell `hold` whether this priority's queue is full (then its work waits its turn here)."""
+        if contended:
+            get_redis().set(_contended_key(priority), "1", px=CONTENDED_TTL_MS)
+        elif priority in self._contended:
+            get_redis().delete(_contended_key(priority))
+        self._contended = self._contended | {priority} if contended else self._contended - {priority}
 
     def run_forever(self, idle_sleep: float = 0.05) -> None:
         log.info("fair dispatcher running (bound %d per queue)", self.bound)

@@ -483,16 +483,15 @@ def _address(recipient: KnownRecipient, channel: str) -> str:
 def enqueue_all(by_priority: Mapping[str, list[str]], *, schema: str | None = None, batch: int = 100) -> None:
     """Enqueue many deliveries, `batch` ids per message (never a message per delivery).
 
-    Bulk batches go to the fair dispatcher when one is running (notifications.dispatch).
+    Bulk batches, and normal ones while the `default` queue is contended, go to the fair
+    dispatcher when one is running (notifications.dispatch).
     """
     from . import dispatch
 
     schema = schema or current_schema()
     for priority, ids in by_priority.items():
         batches = [ids[start : start + batch] for start in range(0, len(ids), batch)]
-        if dispatch.hold(schema, priority, batches):
-            continue
-        for chunk in batches:
+        for chunk in dispatch.hold(schema, priority, batches):
             enqueue(chunk, priority, schema=schema)
 
 

@@ -517,8 +517,9 @@ def sweep_stuck_deliveries() -> dict[str, int]:
     )
     from . import dispatch
 
-    if dispatch.holding(current_schema(), "bulk"):  # the dispatcher will release them in turn
-        due = due.exclude(notification__priority="bulk")
+    for priority in dispatch.FAIR_PRIORITIES:
+        if dispatch.holding(current_schema(), priority):  # the dispatcher will release them in turn
+            due = due.exclude(notification__priority=priority)
     rows = list(due.values_list("id", "notification__priority")[:10_000])
     rows += list(Delivery.objects.filter(id__in=revived).values_list("id", "notification__priority"))
     by_priority: dict[str, list[str]] = defaultdict(list)

@@ -1,7 +1,8 @@
-"""Fairness within a priority: one tenant's bulk backlog does not hold another's bulk work.
+"""Fairness within a priority: one tenant's backlog does not hold another's work of that priority.
 
-The fair dispatcher (started with the test worker) releases bulk batches round-robin across
-tenants into a short broker queue, so beta's one batch goes out while alpha's twenty wait.
+The fair dispatcher (started with the test worker) releases bulk batches, and normal ones while
+the `default` queue is contended, round-robin across tenants into a short broker queue, so
+beta's one batch goes out while alpha's twenty wait.
 """
 
 import json
@@ -51,6 +52,54 @@ def test_a_small_bulk_send_is_not_stuck_behind_another_tenants_big_one(
     assert (
         len({m.rcpt_tos[0] for m in smtp_server.handler.messages if m.rcpt_tos[0].startswith(f"{big}-")})
         == BIG
+    )
+
+
+NORMAL_BIG = 3000  # three 1,000-item batch requests: 30 send batches of 100
+
+
+def test_a_normal_notification_is_not_stuck_behind_another_tenants_normal_backlog(
+    worker: Process, smtp_server: FakeSmtpServer, personas: Personas
+) -> None:
+    big = f"nbig{uuid.uuid4().hex[:6]}"
+    for start in range(0, NORMAL_BIG, 1000):
+        items = [
+            {
+                "recipient": {"external_id": f"{big}-{i}", "email": f"{big}-{i}@example.com"},
+                "channels": ["email"],
+                "subject": "S",
+                "body": "B",
+            }
+            for i in range(start, start + 1000)
+        ]
+        batch = json.dumps({"notifications": items})
+        response = personas.alpha.client().post(
+            "/api/v1/notifications/batch", batch, content_type="application/json"
+        )
+        assert response.status_code == 202, response.content
+    backlog = redis.Redis.from_url(settings.REDIS_URL)
+    # alpha's backlog is held
+    wait_until(lambda: backlog.llen("herald:fair:normal:alpha") >= HELD, timeout=60)
+    one = f"nsmall-{uuid.uuid4().hex[:6]}@example.com"
+    body = {
+        "recipient": {"external_id": f"u-{uuid.uuid4()}", "email": one},
+        "channels": ["email"],
+        "subject": "Your order shipped",
+        "body": "On its way",
+        "priority": "normal",
+    }
+    response = personas.beta.client().post(
+        "/api/v1/notifications", json.dumps(body), content_type="application/json"
+    )
+    assert response.status_code == 202
+    wait_until(lambda: smtp_server.messages_to(one), timeout=30)
+    big_done_when_one_done = sent_to(smtp_server, big)
+    # First in, first out would have sent all of alpha's first.
+    assert big_done_when_one_done < 0.6 * NORMAL_BIG, big_done_when_one_done
+    wait_until(lambda: sent_to(smtp_server, big) == NORMAL_BIG, timeout=120)  # and alpha's all go, once
+    assert (
+        len({m.rcpt_tos[0] for m in smtp_server.handler.messages if m.rcpt_tos[0].startswith(f"{big}-")})
+        == NORMAL_BIG
     )
 
 
