@@ -10,12 +10,17 @@ ahead of it.
 Bulk batches are always held. Normal ones only while the `default` queue is contended (the
 dispatcher saw BOUND messages waiting in it, or some tenant's normal batches are held already):
 an uncontended notification goes straight to the broker, without the dispatcher's step, and a
-request brings at most BOUND batches straight to a quiet queue, the rest held.
+request brings at most BOUND batches straight to a quiet queue, the rest held. Other tasks share
+`default` (webhook sends, among others), so for normal work the dispatcher counts only its own
+releases still in flight (their urgency notes: until their task ends, or 5 s), not the queue's
+length: other traffic there can slow held work, never stop it.
 
 The dispatcher (`manage.py dispatch`, one per deployment, beside beat) keeps a heartbeat in
-Redis. While there is none, `hold` declines and work is published directly (first in, first
-out), so nothing waits on a dispatcher that is not running; and the sweeper leaves a tenant's
-bulk deliveries alone only while the dispatcher is alive and still holds batches for it.
+Redis per priority it serves. While there is none, `hold` declines and work is published
+directly (first in, first out), so nothing waits on a dispatcher that is not running (nor on one
+that does not serve that priority, such as an older release during a deploy); and the sweeper
+leaves a tenant's deliveries of a priority alone only while a dispatcher serving it is alive and
+still holds batches of it for that tenant.
 """
 
 import json
@@ -37,7 +42,7 @@ log = logging.getLogger(__name__)
 FAIR_PRIORITIES = frozenset({"bulk", "normal"})
 ALWAYS_HELD = frozenset({"bulk"})  # the others are held only while their queue is contended
 BOUND = 4  # messages waiting in a fair priority's broker queue at once: twice the bulk pool
-HEARTBEAT_KEY = "herald:fair:heartbeat"
+HEARTBEAT_KEY = "herald:fair:heartbeat"  # some dispatcher is alive (one serving bulk, at least)
 CONTENDED_TTL_MS = 1000  # the dispatcher renews the flag every loop while the queue is full
 HEARTBEAT_TTL = 10  # seconds
 
@@ -61,9 +66,16 @@ def _contended_key(priority: str) -> str:
     return f"herald:fair:{priority}:contended"
 
 
-def dispatcher_alive() -> bool:
+def _heartbeat_key(priority: str) -> str:
+    return f"{HEARTBEAT_KEY}:{priority}"
+
+
+def dispatcher_alive(priority: str = "bulk") -> bool:
+    """Whether a dispatcher serving this priority is alive (for bulk, one from before per-priority
+    heartbeats, which served bulk only, counts too)."""
+    keys = [_heartbeat_key(priority)] + ([HEARTBEAT_KEY] if priority == "bulk" else [])
     try:
-        return bool(get_redis().exists(HEARTBEAT_KEY))
+        return bool(get_redis().exists(*keys))
     except redis.RedisError:
         return False
 
@@ -78,11 +90,11 @@ def hold(schema: str, priority: str, batches: Iterable[list[str]]) -> list[list[
     try:
         client = get_redis()
         if priority in ALWAYS_HELD:
-            if not dispatcher_alive():
+            if not dispatcher_alive(priority):
                 return batches
         else:
             pipe = client.pipeline(transaction=False)
-            pipe.exists(HEARTBEAT_KEY)
+            pipe.exists(_heartbeat_key(priority))
             pipe.exists(_contended_key(priority))
             pipe.scard(_tenants_key(priority))
             alive, contended, waiting = pipe.execute()
@@ -106,7 +118,7 @@ def hold(schema: str, priority: str, batches: Iterable[list[str]]) -> list[list[
 def holding(schema: str, priority: str) -> bool:
     """Whether a live dispatcher still holds batches of this tenant (the sweeper waits then)."""
     try:
-        return dispatcher_alive() and bool(get_redis().exists(_list_key(priority, schema)))
+        return dispatcher_alive(priority) and bool(get_redis().exists(_list_key(priority, schema)))
     except redis.RedisError:
         return False
 
@@ -121,7 +133,8 @@ class Dispatcher:
     def __init__(self, priorities: Iterable[str] = FAIR_PRIORITIES, bound: int = BOUND) -> None:
         self.priorities = list(priorities)
         self.bound = bound
-        self.cursor = 0
+        self.cursors: dict[str, int] = {}  # per priority: where its next round-robin turn starts
+        self.released: dict[str, list[str]] = {}  # per priority not ALWAYS_HELD: releases noted
         self.pop = get_redis().register_script(_POP_LUA)
         self.broker = _broker()
         self._sizer: Any = None  # kombu's Redis count (LLEN of each priority list), if the broker has it
@@ -143,11 +156,38 @@ class Dispatcher:
             return 0
 
     def heartbeat(self) -> None:
-        """Tell `hold` a dispatcher is alive; written at most once a second (TTL 10 s)."""
+        """Tell `hold` which priorities a dispatcher serves; written at most once a second (TTL 10 s)."""
         now = time.monotonic()
         if now - self._beat_at >= 1.0:
-            get_redis().set(HEARTBEAT_KEY, "1", ex=HEARTBEAT_TTL)
+            pipe = get_redis().pipeline(transaction=False)
+            pipe.set(HEARTBEAT_KEY, "1", ex=HEARTBEAT_TTL)
+            for priority in self.priorities:
+                pipe.set(_heartbeat_key(priority), "1", ex=HEARTBEAT_TTL)
+            pipe.execute()
             self._beat_at = now
+
+    def turn(self, priority: str, tenants: list[str]) -> list[str]:
+        """The tenants in this turn's order: each priority's turns start one tenant further on."""
+        cursor = self.cursors.get(priority, 0)
+        self.cursors[priority] = cursor + 1
+        start = cursor % len(tenants)
+        return tenants[start:] + tenants[:start]
+
+    def room(self, priority: str, queue: str) -> int:
+        """How many batches of this priority to release now.
+
+        Bulk: up to BOUND waiting in its queue (only bulk work goes there). The others share their
+        queue with other tasks (webhook sends go to `default`), so their room is BOUND less the
+        dispatcher's own releases still in flight, and the queue's length only flags contention.
+        """
+        waiting = self.queued(queue)
+        if priority in ALWAYS_HELD:
+            return self.bound - waiting
+        self.mark_contended(priority, waiting >= self.bound)
+        from . import urgency
+
+        self.released[priority] = urgency.still_noted(self.released.get(priority, []))
+        return self.bound - len(self.released[priority])
 
     def once(self) -> int:
         """Release up to the bound, one batch per tenant per turn; how many were released."""
@@ -159,15 +199,12 @@ class Dispatcher:
         released = 0
         for priority in self.priorities:
             queue = QUEUE_FOR_PRIORITY[priority]
-            room = self.bound - self.queued(queue)
-            if priority not in ALWAYS_HELD:
-                self.mark_contended(priority, room <= 0)
+            room = self.room(priority, queue)
             members: set[bytes] = get_redis().smembers(_tenants_key(priority))  # type: ignore[assignment]
             tenants = sorted(m.decode() for m in members)
             if room <= 0 or not tenants:
                 continue
-            start = self.cursor % len(tenants)
-            turn = tenants[start:] + tenants[:start]
+            turn = self.turn(priority, tenants)
             while room > 0 and turn:
                 for schema in list(turn):
                     if room <= 0:
@@ -176,14 +213,27 @@ class Dispatcher:
                     if raw is None:
                         turn.remove(schema)
                         continue
-                    with schema_context(schema):
-                        sent = send_deliveries.apply_async(args=(json.loads(raw),), queue=queue)
+                    try:
+                        with schema_context(schema):
+                            sent = send_deliveries.apply_async(args=(json.loads(raw),), queue=queue)
+                    except Exception:  # not published: back to the head of its list, then retry
+                        self.put_back(priority, schema, raw)
+                        raise
                     if priority not in ALWAYS_HELD:  # bulk work steps aside for it, as pipeline.enqueue
-                        urgency.note(sent.id)
+                        self.released.setdefault(priority, []).append(urgency.note(sent.id))
                     released += 1
                     room -= 1
-            self.cursor += 1
         return released
+
+    def put_back(self, priority: str, schema: str, raw: bytes) -> None:
+        """Return a popped batch to the head of its tenant's list (its publish failed)."""
+        try:
+            pipe = get_redis().pipeline()
+            pipe.lpush(_list_key(priority, schema), raw)
+            pipe.sadd(_tenants_key(priority), schema)
+            pipe.execute()
+        except redis.RedisError:  # its deliveries are still queued rows: the sweeper has them
+            log.warning("fair dispatcher: could not put back a batch of %s", schema, exc_info=True)
 
     def mark_contended(self, priority: str, contended: bool) -> None:
         """Tell `hold` whether this priority's queue is full (then its work waits its turn here)."""

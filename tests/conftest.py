@@ -188,7 +188,8 @@ def worker(
         service_env(smtp_server.url, TWILIO_API_BASE_URL=twilio_server.url),
     )
     proc.wait_for_log("ready.", timeout=60)
-    # The fair dispatcher, as in production: bulk batches reach the broker through it.
+    # The fair dispatcher, as in production: bulk batches (and normal ones while their queue is
+    # contended) reach the broker through it.
     dispatcher = Process(
         "dispatcher",
         [sys.executable, "manage.py", "dispatch"],

@@ -94,8 +94,9 @@ def test_a_normal_notification_is_not_stuck_behind_another_tenants_normal_backlo
     assert response.status_code == 202
     wait_until(lambda: smtp_server.messages_to(one), timeout=30)
     big_done_when_one_done = sent_to(smtp_server, big)
-    # First in, first out would have sent all of alpha's first.
-    assert big_done_when_one_done < 0.6 * NORMAL_BIG, big_done_when_one_done
+    # First in, first out would have sent all of alpha's first (measured: all 3,000); in turn,
+    # beta's batch waits for the few of alpha's already released.
+    assert big_done_when_one_done < 0.5 * NORMAL_BIG, big_done_when_one_done
     wait_until(lambda: sent_to(smtp_server, big) == NORMAL_BIG, timeout=120)  # and alpha's all go, once
     assert (
         len({m.rcpt_tos[0] for m in smtp_server.handler.messages if m.rcpt_tos[0].startswith(f"{big}-")})

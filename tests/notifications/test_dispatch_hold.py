@@ -1,0 +1,69 @@
+"""Which batches the fair dispatcher holds (`dispatch.hold`), and its round-robin per priority.
+
+A priority of the test's own (not one the test worker's dispatcher serves) keeps these keys out
+of that dispatcher's way; it is held only while contended, as `normal` is.
+"""
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from notifications import dispatch
+from tenants.redis_client import get_redis
+
+BATCHES = [[f"d{i}"] for i in range(10)]
+
+
+@pytest.fixture
+def priority(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(dispatch, "FAIR_PRIORITIES", dispatch.FAIR_PRIORITIES | {name})
+    get_redis().set(dispatch._heartbeat_key(name), "1", ex=60)  # a dispatcher serving it is alive
+    yield name
+    keys = list(get_redis().scan_iter(f"herald:fair:{name}:*"))
+    get_redis().delete(*keys, dispatch._heartbeat_key(name))
+
+
+def held(priority: str, schema: str) -> list[list[str]]:
+    return [json.loads(raw) for raw in get_redis().lrange(dispatch._list_key(priority, schema), 0, -1)]
+
+
+def test_a_quiet_queue_takes_a_requests_first_batches_and_the_rest_wait(priority: str) -> None:
+    assert dispatch.hold("t1", priority, BATCHES[:1]) == BATCHES[:1]  # one notification: straight on
+    assert held(priority, "t1") == []
+    assert dispatch.hold("t1", priority, BATCHES) == BATCHES[: dispatch.BOUND]
+    assert held(priority, "t1") == BATCHES[dispatch.BOUND :]
+
+
+def test_while_anyone_waits_everyone_waits_their_turn(priority: str) -> None:
+    dispatch.hold("t1", priority, BATCHES)
+    assert dispatch.hold("t2", priority, BATCHES[:1]) == []
+    assert held(priority, "t2") == BATCHES[:1]
+
+
+def test_a_contended_queue_holds_everything(priority: str) -> None:
+    get_redis().set(dispatch._contended_key(priority), "1", px=5000)
+    assert dispatch.hold("t1", priority, BATCHES[:2]) == []
+    assert held(priority, "t1") == BATCHES[:2]
+
+
+def test_without_a_dispatcher_serving_the_priority_nothing_is_held(priority: str) -> None:
+    """Also an older dispatcher that serves bulk only, during a deploy: its heartbeat is not this
+    priority's, so nothing would ever release what was held."""
+    get_redis().delete(dispatch._heartbeat_key(priority))
+    get_redis().set(dispatch._contended_key(priority), "1", px=5000)
+    assert dispatch.hold("t1", priority, BATCHES) == BATCHES
+    assert held(priority, "t1") == []
+
+
+def test_each_priority_takes_its_own_round_robin_turns() -> None:
+    """Bulk and normal released alternately still each go round every tenant (a cursor shared
+    between them moved two steps per turn, and with two tenants always landed on the same one)."""
+    dispatcher = dispatch.Dispatcher(priorities=["bulk", "normal"])
+    firsts: dict[str, list[str]] = {"bulk": [], "normal": []}
+    for _ in range(4):
+        for priority in ("bulk", "normal"):
+            firsts[priority].append(dispatcher.turn(priority, ["alpha", "beta"])[0])
+    assert firsts == {"bulk": ["alpha", "beta"] * 2, "normal": ["alpha", "beta"] * 2}
