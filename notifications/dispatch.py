@@ -43,7 +43,10 @@ FAIR_PRIORITIES = frozenset({"bulk", "normal"})
 ALWAYS_HELD = frozenset({"bulk"})  # the others are held only while their queue is contended
 BOUND = 4  # messages waiting in a fair priority's broker queue at once: twice the bulk pool
 HEARTBEAT_KEY = "herald:fair:heartbeat"  # some dispatcher is alive (one serving bulk, at least)
-CONTENDED_TTL_MS = 1000  # the dispatcher renews the flag every loop while the queue is full
+CONTENDED_TTL_MS = 1000  # the dispatcher renews the flag while the queue is full
+# How often it counts a queue whose work it holds only when contended: counting `default` on every
+# loop as well (20 a second and more) doubled its CPU during a broadcast (bench/broadcast.py).
+CONTENDED_LOOK_S = 0.25
 HEARTBEAT_TTL = 10  # seconds
 
 # Pop the first batch of a tenant's list; forget the tenant when its list is empty.
@@ -140,6 +143,7 @@ class Dispatcher:
         self._sizer: Any = None  # kombu's Redis count (LLEN of each priority list), if the broker has it
         self._beat_at = 0.0
         self._contended: frozenset[str] = frozenset()  # priorities this dispatcher flagged contended
+        self._looked_at: dict[str, float] = {}  # when it last counted each contended-only queue
 
     def queued(self, queue: str) -> int:
         """Messages waiting in the broker queue (Redis LLEN or AMQP's count, through kombu)."""
@@ -180,10 +184,12 @@ class Dispatcher:
         queue with other tasks (webhook sends go to `default`), so their room is BOUND less the
         dispatcher's own releases still in flight, and the queue's length only flags contention.
         """
-        waiting = self.queued(queue)
         if priority in ALWAYS_HELD:
-            return self.bound - waiting
-        self.mark_contended(priority, waiting >= self.bound)
+            return self.bound - self.queued(queue)
+        now = time.monotonic()
+        if now - self._looked_at.get(priority, 0.0) >= CONTENDED_LOOK_S:
+            self.mark_contended(priority, self.queued(queue) >= self.bound)
+            self._looked_at[priority] = now
         from . import urgency
 
         self.released[priority] = urgency.still_noted(self.released.get(priority, []))
@@ -199,8 +205,10 @@ class Dispatcher:
         released = 0
         for priority in self.priorities:
             queue = QUEUE_FOR_PRIORITY[priority]
-            room = self.room(priority, queue)
             members: set[bytes] = get_redis().smembers(_tenants_key(priority))  # type: ignore[assignment]
+            if not members and priority in ALWAYS_HELD:
+                continue  # nothing held; the others still look whether their queue is contended
+            room = self.room(priority, queue)
             tenants = sorted(m.decode() for m in members)
             if room <= 0 or not tenants:
                 continue
