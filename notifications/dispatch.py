@@ -96,18 +96,15 @@ def hold(schema: str, priority: str, batches: Iterable[list[str]]) -> list[list[
             if not dispatcher_alive(priority):
                 return batches
         else:
-            pipe = client.pipeline(transaction=False)
-            pipe.exists(_heartbeat_key(priority))
-            pipe.exists(_contended_key(priority))
-            pipe.scard(_tenants_key(priority))
-            alive, contended, waiting = pipe.execute()
+            alive, crowded = _looked_up(priority)
             if not alive:
                 return batches
             # A quiet queue takes up to BOUND of them now; the rest wait their turn with the others.
-            direct = [] if contended or waiting else batches[:BOUND]
+            direct = [] if crowded else batches[:BOUND]
             batches = batches[len(direct) :]
             if not batches:
                 return direct
+            _seen[priority] = (time.monotonic(), True, True)  # this process holds some now
         pipe = client.pipeline()
         pipe.rpush(_list_key(priority, schema), *[json.dumps(b) for b in batches])
         pipe.sadd(_tenants_key(priority), schema)
@@ -116,6 +113,28 @@ def hold(schema: str, priority: str, batches: Iterable[list[str]]) -> list[list[
         log.warning("fair dispatch unavailable; publishing %d batches directly", len(batches))
         return direct + batches
     return direct
+
+
+# Per process, per priority held only when contended: (when looked, a dispatcher serving it is
+# alive, its queue is contended or some tenant's batches are held). Looked up at most every
+# SEEN_FOR seconds: the look was a Redis round trip for every API request.
+_seen: dict[str, tuple[float, bool, bool]] = {}
+SEEN_FOR = 0.1
+
+
+def _looked_up(priority: str) -> tuple[bool, bool]:
+    """(alive, crowded) for `priority`, as Redis said at most SEEN_FOR seconds ago."""
+    now = time.monotonic()
+    seen = _seen.get(priority)
+    if seen is not None and now - seen[0] < SEEN_FOR:
+        return seen[1], seen[2]
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.exists(_heartbeat_key(priority))
+    pipe.exists(_contended_key(priority))
+    pipe.scard(_tenants_key(priority))
+    alive, contended, waiting = pipe.execute()
+    _seen[priority] = (now, bool(alive), bool(contended or waiting))
+    return bool(alive), bool(contended or waiting)
 
 
 def holding(schema: str, priority: str) -> bool:

@@ -21,6 +21,7 @@ def priority(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     name = f"test-{uuid.uuid4().hex[:8]}"
     monkeypatch.setattr(dispatch, "FAIR_PRIORITIES", dispatch.FAIR_PRIORITIES | {name})
     get_redis().set(dispatch._heartbeat_key(name), "1", ex=60)  # a dispatcher serving it is alive
+    monkeypatch.setattr(dispatch, "SEEN_FOR", 0.0)  # each call looks (the tests change what it sees)
     yield name
     keys = list(get_redis().scan_iter(f"herald:fair:{name}:*"))
     get_redis().delete(*keys, dispatch._heartbeat_key(name))
@@ -56,6 +57,17 @@ def test_without_a_dispatcher_serving_the_priority_nothing_is_held(priority: str
     get_redis().set(dispatch._contended_key(priority), "1", px=5000)
     assert dispatch.hold("t1", priority, BATCHES) == BATCHES
     assert held(priority, "t1") == []
+
+
+def test_what_a_process_saw_is_reused_briefly(priority: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request does not ask Redis whether the queue is contended if this process asked within
+    SEEN_FOR, and a process that has just held batches knows the queue is crowded."""
+    monkeypatch.setattr(dispatch, "SEEN_FOR", 60.0)
+    assert dispatch.hold("t1", priority, BATCHES[:1]) == BATCHES[:1]  # looked: quiet
+    get_redis().set(dispatch._contended_key(priority), "1", px=5000)
+    assert dispatch.hold("t1", priority, BATCHES[:1]) == BATCHES[:1]  # what it saw, reused
+    assert dispatch.hold("t1", priority, BATCHES) == BATCHES[: dispatch.BOUND]
+    assert dispatch.hold("t2", priority, BATCHES[:1]) == []  # it has just held some: crowded
 
 
 def test_each_priority_takes_its_own_round_robin_turns() -> None:
