@@ -28,6 +28,22 @@ def broadcast(persona: Any, tag: str, n: int) -> str:
     return str(response.json()["url"])
 
 
+def send_one(persona: Any, priority: str, subject: str) -> str:
+    """POST one email notification to a new address; the address."""
+    address = f"one-{uuid.uuid4().hex[:8]}@example.com"
+    body = {
+        "recipient": {"external_id": f"u-{uuid.uuid4()}", "email": address},
+        "channels": ["email"],
+        "subject": subject,
+        "body": "B",
+        "priority": priority,
+    }
+    path, data = "/api/v1/notifications", json.dumps(body)
+    response = persona.client().post(path, data, content_type="application/json")
+    assert response.status_code == 202, response.content
+    return address
+
+
 BIG = 20 * SEND_BATCH  # a broadcast of 20 send batches
 HELD = 8  # batches in alpha's list once its backlog is held (the broker has room for 4)
 
@@ -80,18 +96,7 @@ def test_a_normal_notification_is_not_stuck_behind_another_tenants_normal_backlo
     backlog = redis.Redis.from_url(settings.REDIS_URL)
     # alpha's backlog is held
     wait_until(lambda: backlog.llen("herald:fair:normal:alpha") >= HELD, timeout=60)
-    one = f"nsmall-{uuid.uuid4().hex[:6]}@example.com"
-    body = {
-        "recipient": {"external_id": f"u-{uuid.uuid4()}", "email": one},
-        "channels": ["email"],
-        "subject": "Your order shipped",
-        "body": "On its way",
-        "priority": "normal",
-    }
-    response = personas.beta.client().post(
-        "/api/v1/notifications", json.dumps(body), content_type="application/json"
-    )
-    assert response.status_code == 202
+    one = send_one(personas.beta, "normal", "Your order shipped")
     wait_until(lambda: smtp_server.messages_to(one), timeout=30)
     big_done_when_one_done = sent_to(smtp_server, big)
     # First in, first out would have sent all of alpha's first (measured: all 3,000); in turn,
@@ -111,18 +116,7 @@ def test_a_critical_notification_overtakes_a_bulk_backlog(
     broadcast(personas.alpha, big, BIG)
     backlog = redis.Redis.from_url(settings.REDIS_URL)
     wait_until(lambda: backlog.llen("herald:fair:bulk:alpha") >= HELD, timeout=60)
-    urgent = f"urgent-{uuid.uuid4().hex[:6]}@example.com"
-    body = {
-        "recipient": {"external_id": f"u-{uuid.uuid4()}", "email": urgent},
-        "channels": ["email"],
-        "subject": "Your sign-in code",
-        "body": "123456",
-        "priority": "critical",
-    }
-    response = personas.alpha.client().post(
-        "/api/v1/notifications", json.dumps(body), content_type="application/json"
-    )
-    assert response.status_code == 202
+    urgent = send_one(personas.alpha, "critical", "Your sign-in code")
     wait_until(lambda: smtp_server.messages_to(urgent), timeout=30)
     # The same tenant's bulk mails, queued first, are still going.
     assert sent_to(smtp_server, big) < 0.6 * BIG
