@@ -69,6 +69,7 @@ _CLAIM_SQL = """
     WITH picked AS (
         SELECT id FROM {deliveries}
         WHERE id = ANY(%s::uuid[]) AND COALESCE(status, '') = 'queued'
+          AND (next_attempt_at IS NULL OR next_attempt_at <= now() + interval '1 second')
         FOR UPDATE SKIP LOCKED
     ), moved AS (
         UPDATE {deliveries} AS d SET status = 'sending', updated_at = now(), attempts = d.attempts + 1
@@ -117,7 +118,10 @@ class Claimed:
 def claim(delivery_ids: Sequence[str]) -> list[Claimed]:
     """Move queued deliveries to sending; only the ones this call moved are ours to send.
 
-    A redelivered or replayed message finds its deliveries no longer queued and sends nothing.
+    A redelivered or replayed message finds its deliveries no longer queued and sends nothing, and
+    one that comes early (a copy of a batch, from a redelivery or the sweeper) leaves a delivery
+    waiting for its retry's backoff alone until `next_attempt_at` (within a second, for clocks):
+    its own message, due then, sends it.
     One statement: pick the queued rows not locked by another claim (SKIP LOCKED), move them,
     write their `sending` events, and return what the send needs (a batch used to take a
     SELECT, an UPDATE and an INSERT through the ORM).
