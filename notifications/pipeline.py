@@ -339,7 +339,7 @@ def upsert_recipient(spec: RecipientSpec) -> Recipient:
 # is not rewritten: DO UPDATE's WHERE leaves it alone. It is still locked (its row gets a lock
 # mark and a small WAL record), but gets no new row version and no index entries; rewriting it
 # anyway cost ~580 bytes of WAL and a dead row per recipient per request, and per subscriber per
-# topic broadcast. `up` is what was written; the rest is read by _REREAD_CTES.
+# topic broadcast. `up` is what was written; the rest is read by _READ_CTES.
 _UPSERT_CTES = """
     v AS (
         SELECT * FROM json_to_recordset(%(rows)s::json)
@@ -358,16 +358,16 @@ _UPSERT_CTES = """
         RETURNING r.id, r.external_id, r.email, r.phone, r.locale
     )
 """
-# The recipients the upsert left alone, read in a statement of their own. Not in the upsert's
-# statement: its snapshot predates the wait ON CONFLICT may have made for another transaction's
-# row, so it would return a recipient as it was before that transaction changed it (its old
-# email), or miss one that transaction inserted. A new statement has a new snapshot (READ
-# COMMITTED) and reads the latest version (inside a transaction, the upsert's lock keeps it so
-# until the transaction ends).
-_REREAD_CTES = """
+# Recipients read by external id: those named by it alone, and those the upsert left alone. The
+# latter in a statement of their own, not in the upsert's: its snapshot predates the wait ON
+# CONFLICT may have made for another transaction's row, so it would return a recipient as it was
+# before that transaction changed it (its old email), or miss one that transaction inserted. A
+# new statement has a new snapshot (READ COMMITTED) and reads the latest version (inside a
+# transaction, the upsert's lock keeps it so until the transaction ends).
+_READ_CTES = """
     up AS (
         SELECT r.id, r.external_id, r.email, r.phone, r.locale FROM {table} AS r
-        WHERE r.external_id = ANY(%(unwritten)s)
+        WHERE r.external_id = ANY(%(external_ids)s)
     )
 """
 _RECIPIENT_COLUMNS = "SELECT id, external_id, email, phone, locale FROM up"
@@ -377,20 +377,38 @@ def _upsert_rows(
     specs: Sequence[RecipientSpec], select: str, params: dict[str, Any] | None = None
 ) -> list[tuple[Any, ...]]:
     """Upsert these recipients and run `select` over them (`up`: each recipient once, as stored);
-    the rows it returns. `select`'s second column must be the external_id."""
+    the rows it returns. `select`'s second column must be the external_id.
+
+    A recipient named by its external id alone (a topic's chunks name them so; so does a request
+    for a known recipient that gives no address) changes nothing: such recipients are read first,
+    without the upsert's insert attempt and row lock, and only those not there yet are upserted.
+    """
     table = connection.ops.quote_name(Recipient._meta.db_table)
-    values = _upsert_values(specs)
-    wanted = {spec.external_id for spec in specs}
+    params = params or {}
+    given = {spec.external_id for spec in specs if spec.email or spec.phone or spec.locale}
+    bare = {spec.external_id for spec in specs} - given
+    rows: list[tuple[Any, ...]] = []
     with connection.cursor() as cursor:
-        cursor.execute("WITH " + _UPSERT_CTES.format(table=table) + select, {**values, **(params or {})})
-        rows: list[tuple[Any, ...]] = cursor.fetchall()
-        unwritten = wanted - {row[1] for row in rows}
-        if unwritten:
+        if bare:
             cursor.execute(
-                "WITH " + _REREAD_CTES.format(table=table) + select,
-                {"unwritten": sorted(unwritten), **(params or {})},
+                "WITH " + _READ_CTES.format(table=table) + select, {"external_ids": sorted(bare), **params}
             )
-            rows += cursor.fetchall()
+            rows = cursor.fetchall()
+        found = {row[1] for row in rows}
+        rest = [spec for spec in specs if spec.external_id not in found]
+        if rest:
+            cursor.execute(
+                "WITH " + _UPSERT_CTES.format(table=table) + select, {**_upsert_values(rest), **params}
+            )
+            written = cursor.fetchall()
+            rows += written
+            unwritten = {spec.external_id for spec in rest} - {row[1] for row in written}
+            if unwritten:
+                cursor.execute(
+                    "WITH " + _READ_CTES.format(table=table) + select,
+                    {"external_ids": sorted(unwritten), **params},
+                )
+                rows += cursor.fetchall()
     return rows
 
 

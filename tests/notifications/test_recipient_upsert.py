@@ -28,6 +28,17 @@ def row_version(external_id: str) -> tuple[str, Any]:
     return row[0], row[1]
 
 
+def versions(external_id: str) -> tuple[str, str]:
+    """(xmin, xmax) of the stored row: what wrote it, and what last locked or deleted it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT xmin::text, xmax::text FROM notifications_recipient WHERE external_id = %s", [external_id]
+        )
+        row = cursor.fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
 def test_an_unchanged_recipient_gets_no_new_row_version(personas: Personas, live_db: None) -> None:
     ext = f"u-{uuid.uuid4()}"
     with schema_context("alpha"):
@@ -185,23 +196,36 @@ def test_a_recipient_another_transaction_inserts_meanwhile_is_returned(
 def test_a_change_another_transaction_commits_meanwhile_is_what_is_returned(
     personas: Personas, live_db: None, other_transaction: OtherTransaction, given: str
 ) -> None:
-    """Another request changed the recipient's email (say) a moment before: the upsert returns the
-    new email, never the one its snapshot began with (a mail to the address just replaced)."""
+    """Another request changed the recipient a moment before, and this one gives a field that
+    matches what is now stored: the upsert waits for that request and returns the recipient as it
+    made it, never as its own snapshot began (a mail to the address just replaced)."""
     ext = f"u-{uuid.uuid4()}"
     with schema_context("alpha"):
         upsert_recipients([RecipientSpec(external_id=ext, email="old@example.com", phone="+14155550100")])
-    other_transaction.run(
-        "UPDATE notifications_recipient SET email = 'new@example.com', phone = '+14155550199' "
-        "WHERE external_id = %s",
-        [ext],
-    )
-    spec = (
-        RecipientSpec(external_id=ext, email="new@example.com")
-        if given == "the changed field"
-        else RecipientSpec(external_id=ext, locale="")
-    )
+    if given == "the changed field":  # the other changes the email; this one gives the new email
+        change, spec = "email = 'new@example.com'", RecipientSpec(external_id=ext, email="new@example.com")
+        expected = ("new@example.com", "+14155550100")
+    else:  # the other changes the phone; this one gives the (unchanged) email
+        change, spec = "phone = '+14155550199'", RecipientSpec(external_id=ext, email="old@example.com")
+        expected = ("old@example.com", "+14155550199")
+    other_transaction.run(f"UPDATE notifications_recipient SET {change} WHERE external_id = %s", [ext])
     got = _upsert_meanwhile(spec, other_transaction.commit)
-    assert (got.email, got.phone) == ("new@example.com", "+14155550199")
+    assert (got.email, got.phone) == expected
+
+
+def test_a_recipient_named_by_external_id_alone_is_read_without_a_lock(
+    personas: Personas, live_db: None
+) -> None:
+    """A topic's chunks name their recipients by external id only: such a recipient is read (not
+    locked, no insert attempted); one that does not exist yet is created, as before."""
+    known, new = f"u-{uuid.uuid4()}", f"u-{uuid.uuid4()}"
+    with schema_context("alpha"):
+        upsert_recipients([RecipientSpec(external_id=known, email="ana@example.com")])
+        before = versions(known)
+        got = upsert_recipients([RecipientSpec(external_id=known), RecipientSpec(external_id=new)])
+        assert versions(known) == before  # no new version, and no lock left on it
+    assert got[known].email == "ana@example.com"
+    assert (got[new].external_id, got[new].email) == (new, "")
 
 
 @pytest.mark.parametrize("twice", [False, True])
