@@ -133,7 +133,9 @@ def _looked_up(priority: str) -> tuple[bool, bool]:
     pipe.exists(_contended_key(priority))
     pipe.scard(_tenants_key(priority))
     alive, contended, waiting = pipe.execute()
-    _seen[priority] = (now, bool(alive), bool(contended or waiting))
+    current = _seen.get(priority)
+    if current is None or current[0] <= now:  # not over what another thread noted since it looked
+        _seen[priority] = (now, bool(alive), bool(contended or waiting))
     return bool(alive), bool(contended or waiting)
 
 
@@ -153,7 +155,7 @@ def _broker() -> Connection:
 
 class Dispatcher:
     def __init__(self, priorities: Iterable[str] = FAIR_PRIORITIES, bound: int = BOUND) -> None:
-        self.priorities = list(priorities)
+        self.priorities = sorted(priorities)  # a fixed order, whatever the set's hashing
         self.bound = bound
         self.cursors: dict[str, int] = {}  # per priority: where its next round-robin turn starts
         self.released: dict[str, list[str]] = {}  # per priority not ALWAYS_HELD: releases noted
@@ -241,8 +243,13 @@ class Dispatcher:
                         turn.remove(schema)
                         continue
                     try:
+                        ids = json.loads(raw)
+                    except ValueError:  # not a batch this code wrote: its deliveries stay queued rows
+                        log.error("fair dispatcher: dropped an unreadable batch of %s", schema)
+                        continue
+                    try:
                         with schema_context(schema):
-                            sent = send_deliveries.apply_async(args=(json.loads(raw),), queue=queue)
+                            sent = send_deliveries.apply_async(args=(ids,), queue=queue)
                     except Exception:  # not published: back to the head of its list, then retry
                         self.put_back(priority, schema, raw)
                         raise

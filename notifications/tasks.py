@@ -521,13 +521,11 @@ def sweep_stuck_deliveries() -> dict[str, int]:
     )
     from . import dispatch
 
-    # What a live dispatcher holds, it releases in turn: left alone, unless it has waited longer
-    # than SWEEP_HELD_AFTER (a batch lost between the dispatcher's pop and its publish would
-    # otherwise wait for as long as its tenant keeps work held; a copy sent twice is claimed once).
-    held_since = now - timedelta(seconds=settings.SWEEP_HELD_AFTER)
+    # What a live dispatcher holds, it releases in turn. (Sweeping held work by its age instead
+    # sent a long backlog, a rate-limited tenant's say, around the dispatcher, first in first out.)
     for priority in dispatch.FAIR_PRIORITIES:
         if dispatch.holding(current_schema(), priority):
-            due = due.exclude(notification__priority=priority, updated_at__gte=held_since)
+            due = due.exclude(notification__priority=priority)
     rows = list(due.values_list("id", "notification__priority")[:10_000])
     rows += list(Delivery.objects.filter(id__in=revived).values_list("id", "notification__priority"))
     by_priority: dict[str, list[str]] = defaultdict(list)

@@ -223,8 +223,6 @@ CELERY_BEAT_SCHEDULE = {
 # those in `sending` this long (their worker died): seconds.
 SWEEP_QUEUED_AFTER = env.int("SWEEP_QUEUED_AFTER", default=60)
 SWEEP_SENDING_AFTER = env.int("SWEEP_SENDING_AFTER", default=300)
-# Queued deliveries the fair dispatcher holds are left to it for this long (seconds), then swept.
-SWEEP_HELD_AFTER = env.int("SWEEP_HELD_AFTER", default=600)
 # A broadcast not started, or with no chunk finished, this long is fanned out again: seconds.
 SWEEP_BROADCAST_AFTER = env.int("SWEEP_BROADCAST_AFTER", default=120)
 # The longest a bulk batch waits for urgent (non-bulk) sends in flight before it starts
