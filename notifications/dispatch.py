@@ -12,7 +12,7 @@ dispatcher saw BOUND messages waiting in it, or some tenant's normal batches are
 an uncontended notification goes straight to the broker, without the dispatcher's step, and a
 request brings at most BOUND batches straight to a quiet queue, the rest held. Other tasks share
 `default` (webhook sends, among others), so for normal work the dispatcher counts only its own
-releases still in flight (their urgency notes: until their task ends, or 5 s), not the queue's
+releases still in flight (until their task ends, or the task's time limit), not the queue's
 length: other traffic there can slow held work, never stop it.
 
 The dispatcher (`manage.py dispatch`, one per deployment, beside beat) keeps a heartbeat in
@@ -48,6 +48,10 @@ CONTENDED_TTL_MS = 1000  # the dispatcher renews the flag while the queue is ful
 # loop as well (20 a second and more) doubled its CPU during a broadcast (bench/broadcast.py).
 CONTENDED_LOOK_S = 0.25
 HEARTBEAT_TTL = 10  # seconds
+# The dispatcher's releases of work it holds only when contended, until their task ends (the
+# task clears its own, `release_ended`) or this lease, the send task's hard time limit, runs out.
+RELEASED_KEY = "herald:fair:released"
+RELEASE_LEASE_MS = 150_000
 
 # Pop the first batch of a tenant's list; forget the tenant when its list is empty.
 _POP_LUA = """
@@ -139,6 +143,15 @@ def _looked_up(priority: str) -> tuple[bool, bool]:
     return bool(alive), bool(contended or waiting)
 
 
+def release_ended(task_id: str) -> None:
+    """A send task has ended (or handed its turn to a later message): its release, if it was
+    one, no longer takes a place in the dispatcher's bound."""
+    try:
+        get_redis().zrem(RELEASED_KEY, task_id)
+    except redis.RedisError:  # the lease ends it, later
+        log.debug("could not clear a release", exc_info=True)
+
+
 def holding(schema: str, priority: str) -> bool:
     """Whether a live dispatcher still holds batches of this tenant (the sweeper waits then)."""
     try:
@@ -203,7 +216,8 @@ class Dispatcher:
 
         Bulk: up to BOUND waiting in its queue (only bulk work goes there). The others share their
         queue with other tasks (webhook sends go to `default`), so their room is BOUND less the
-        dispatcher's own releases still in flight, and the queue's length only flags contention.
+        dispatcher's own releases still in flight (RELEASED_KEY), and the queue's length only
+        flags contention.
         """
         if priority in ALWAYS_HELD:
             return self.bound - self.queued(queue)
@@ -211,10 +225,14 @@ class Dispatcher:
         if now - self._looked_at.get(priority, 0.0) >= CONTENDED_LOOK_S:
             self.mark_contended(priority, self.queued(queue) >= self.bound)
             self._looked_at[priority] = now
-        from . import urgency
-
-        self.released[priority] = urgency.still_noted(self.released.get(priority, []))
-        return self.bound - len(self.released[priority])
+        mine = self.released.get(priority, [])
+        if mine:
+            client = get_redis()
+            client.zremrangebyscore(RELEASED_KEY, "-inf", int(time.time() * 1000))
+            scores = client.zmscore(RELEASED_KEY, mine)
+            mine = [task_id for task_id, score in zip(mine, scores, strict=True) if score is not None]
+            self.released[priority] = mine
+        return self.bound - len(mine)
 
     def once(self) -> int:
         """Release up to the bound, one batch per tenant per turn; how many were released."""
@@ -253,8 +271,11 @@ class Dispatcher:
                     except Exception:  # not published: back to the head of its list, then retry
                         self.put_back(priority, schema, raw)
                         raise
-                    if priority not in ALWAYS_HELD:  # bulk work steps aside for it, as pipeline.enqueue
-                        self.released.setdefault(priority, []).append(urgency.note(sent.id))
+                    if priority not in ALWAYS_HELD:
+                        urgency.note(sent.id)  # bulk work steps aside for it, as pipeline.enqueue
+                        lease = int(time.time() * 1000) + RELEASE_LEASE_MS
+                        get_redis().zadd(RELEASED_KEY, {sent.id: lease})
+                        self.released.setdefault(priority, []).append(sent.id)
                     released += 1
                     room -= 1
         return released

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from tenants.schemas import current_schema, current_tenant
 
-from . import compose, health, live, ratelimit, urgency
+from . import compose, dispatch, health, live, ratelimit, urgency
 from .links import RecipientLinks
 from .models import (
     AttemptOutcome,
@@ -203,6 +203,8 @@ def send_deliveries(self: Any, delivery_ids: list[str], reserved: bool = False) 
         if delay > RATE_LIMIT_SLACK:
             self.apply_async(args=(delivery_ids,), kwargs={"reserved": True}, countdown=delay, queue=queue)
             urgency.done(self.request.id)  # noted at publish; its turn is later, nothing is in flight now
+            if queue != BULK_QUEUE:
+                dispatch.release_ended(self.request.id)
             return
     if queue == BULK_QUEUE:
         with urgency.bulk_work():
@@ -214,6 +216,7 @@ def send_deliveries(self: Any, delivery_ids: list[str], reserved: bool = False) 
         _send(delivery_ids)
     finally:
         urgency.done(noted)
+        dispatch.release_ended(self.request.id)  # if the fair dispatcher released it
 
 
 def _send(delivery_ids: list[str]) -> None:
@@ -519,8 +522,6 @@ def sweep_stuck_deliveries() -> dict[str, int]:
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=now - queued_grace))
         .order_by("updated_at")
     )
-    from . import dispatch
-
     # What a live dispatcher holds, it releases in turn. (Sweeping held work by its age instead
     # sent a long backlog, a rate-limited tenant's say, around the dispatcher, first in first out.)
     for priority in dispatch.FAIR_PRIORITIES:

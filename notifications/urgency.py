@@ -62,17 +62,6 @@ def done(message_id: str) -> None:
         log.debug("could not clear urgent work", exc_info=True)
 
 
-def still_noted(message_ids: list[str]) -> list[str]:
-    """Those of these messages whose notes are still there (not done, not lapsed)."""
-    if not message_ids:
-        return []
-    now = _now_ms()
-    pipe = get_redis().pipeline(transaction=False)
-    for message_id in message_ids:
-        pipe.zscore(URGENT_KEY, message_id)
-    return [m for m, until in zip(message_ids, pipe.execute(), strict=True) if until and until > now]
-
-
 def in_flight() -> int:
     """Urgent messages noted and not lapsed."""
     client = get_redis()

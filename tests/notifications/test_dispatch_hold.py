@@ -5,6 +5,7 @@ of that dispatcher's way; it is held only while contended, as `normal` is.
 """
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -68,6 +69,21 @@ def test_what_a_process_saw_is_reused_briefly(priority: str, monkeypatch: pytest
     assert dispatch.hold("t1", priority, BATCHES[:1]) == BATCHES[:1]  # what it saw, reused
     assert dispatch.hold("t1", priority, BATCHES) == BATCHES[: dispatch.BOUND]
     assert dispatch.hold("t2", priority, BATCHES[:1]) == []  # it has just held some: crowded
+
+
+def test_a_release_takes_a_place_until_its_task_ends(priority: str) -> None:
+    """Released normal work counts against the bound until its task ends (`release_ended`, which
+    send_deliveries calls) or its lease runs out, however long it waits in a queue shared with
+    other tasks, and not by that queue's length."""
+    dispatcher = dispatch.Dispatcher(priorities=[priority])
+    running, lapsed = f"task-{uuid.uuid4().hex}", f"task-{uuid.uuid4().hex}"
+    now_ms = int(time.time() * 1000)
+    get_redis().zadd(dispatch.RELEASED_KEY, {running: now_ms + 60_000, lapsed: now_ms - 1})
+    dispatcher.released[priority] = [running, lapsed]
+    queue = f"test-empty-{uuid.uuid4().hex[:8]}"
+    assert dispatcher.room(priority, queue) == dispatch.BOUND - 1
+    dispatch.release_ended(running)
+    assert dispatcher.room(priority, queue) == dispatch.BOUND
 
 
 def test_each_priority_takes_its_own_round_robin_turns() -> None:
