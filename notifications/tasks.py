@@ -223,7 +223,10 @@ def _send(delivery_ids: list[str]) -> None:
     by_channel: dict[str, list[Claimed]] = defaultdict(list)
     with live.batched():  # one live message for everything this task records
         signer: RecipientLinks | None = None
-        for delivery in claim(delivery_ids):
+        claimed = claim(delivery_ids)
+        if len(claimed) < len(set(delivery_ids)):
+            _send_when_due(set(delivery_ids) - {d.id for d in claimed})
+        for delivery in claimed:
             if compose.SHARED_KEY in delivery.content:  # a broadcast's content, with this recipient's links
                 signer = signer or RecipientLinks()
                 try:
@@ -253,6 +256,34 @@ def _send(delivery_ids: list[str]) -> None:
             send_channel(channel, deliveries)
 
 
+_NOT_DUE_SQL = """
+    SELECT d.id::text, n.priority, EXTRACT(EPOCH FROM d.next_attempt_at - now())
+    FROM {deliveries} d JOIN {notifications} n ON n.id = d.notification_id
+    WHERE d.id = ANY(%s::uuid[]) AND COALESCE(d.status, '') = 'queued'
+      AND d.next_attempt_at > now() + interval '1 second'
+"""
+
+
+def _send_when_due(unclaimed: set[str]) -> None:
+    """Publish again, for when they are due, the deliveries the claim left because their retry is
+    not due yet. Their own retry message normally comes then anyway; this one covers a retry
+    message that came early by a worker's clock, or was never published (its worker died
+    between recording the retry and publishing it). A copy too many claims nothing."""
+    quote = connection.ops.quote_name
+    sql = _NOT_DUE_SQL.format(
+        deliveries=quote(Delivery._meta.db_table), notifications=quote(Notification._meta.db_table)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [sorted(unclaimed)])
+        rows = cursor.fetchall()
+    by_priority: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for delivery_id, priority, wait in rows:
+        by_priority[priority].append((delivery_id, float(wait)))
+    for priority, items in by_priority.items():
+        log.info("%d deliveries are not due yet; sending them when they are", len(items))
+        enqueue([i for i, _ in items], priority, countdown=max(w for _, w in items))
+
+
 RATE_LIMIT_SLACK = 0.05  # seconds: closer than this to its turn, a batch just goes
 
 
@@ -266,7 +297,9 @@ def send_limit(channel: str) -> tuple[float, int]:
 
 _COUNT_QUEUED_SQL = """
     SELECT channel, count(*) FROM {deliveries}
-    WHERE id = ANY(%s::uuid[]) AND COALESCE(status, '') = 'queued' GROUP BY channel
+    WHERE id = ANY(%s::uuid[]) AND COALESCE(status, '') = 'queued'
+      AND (next_attempt_at IS NULL OR next_attempt_at <= now() + interval '1 second')
+    GROUP BY channel
 """
 
 

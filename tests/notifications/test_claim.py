@@ -41,3 +41,23 @@ def test_a_delivery_waiting_for_its_retry_is_not_claimed_before_it_is_due(person
         Delivery.objects.filter(pk=waiting.pk).update(next_attempt_at=timezone.now())
         assert [c.id for c in tasks.claim([str(waiting.id)])] == [str(waiting.id)]  # due now
         assert tasks.claim([str(waiting.id)]) == []  # and claimed once
+
+
+def test_a_send_that_meets_a_delivery_not_yet_due_publishes_it_for_then(
+    personas: Personas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If its retry message came early (a worker's clock) or was never published (its worker died
+    in between), the delivery is published again for when it is due, not left to the sweeper.
+    (What is published is captured at `enqueue`, the broker's door; the rows are real.)"""
+    published: list[tuple[list[str], str, float | None]] = []
+    monkeypatch.setattr(
+        tasks, "enqueue", lambda ids, priority, countdown=None: published.append((ids, priority, countdown))
+    )
+    with schema_context("alpha"):
+        waiting = queued_delivery(attempts=1, next_attempt_at=timezone.now() + timedelta(seconds=30))
+        sent_already = queued_delivery(status=DeliveryStatus.SENT)
+        tasks._send([str(waiting.id), str(sent_already.id)])
+    ((ids, priority, countdown),) = published
+    assert (ids, priority) == ([str(waiting.id)], "normal")
+    assert countdown is not None
+    assert 28 < countdown <= 30
