@@ -176,7 +176,7 @@ class Dispatcher:
         self.broker = _broker()
         self._sizer: Any = None  # kombu's Redis count (LLEN of each priority list), if the broker has it
         self._beat_at = 0.0
-        self._contended: frozenset[str] = frozenset()  # priorities this dispatcher flagged contended
+        self._contended: set[str] = set()  # priorities this dispatcher flagged contended
         self._looked_at: dict[str, float] = {}  # when it last counted each contended-only queue
 
     def queued(self, queue: str) -> int:
@@ -226,10 +226,11 @@ class Dispatcher:
             self.mark_contended(priority, self.queued(queue) >= self.bound)
             self._looked_at[priority] = now
         mine = self.released.get(priority, [])
-        if mine:
-            client = get_redis()
-            client.zremrangebyscore(RELEASED_KEY, "-inf", int(time.time() * 1000))
-            scores = client.zmscore(RELEASED_KEY, mine)
+        if mine:  # one round trip: drop lapsed leases, then see which of its own are left
+            pipe = get_redis().pipeline(transaction=False)
+            pipe.zremrangebyscore(RELEASED_KEY, "-inf", int(time.time() * 1000))
+            pipe.zmscore(RELEASED_KEY, mine)
+            scores = pipe.execute()[1]
             mine = [task_id for task_id, score in zip(mine, scores, strict=True) if score is not None]
             self.released[priority] = mine
         return self.bound - len(mine)
@@ -294,9 +295,10 @@ class Dispatcher:
         """Tell `hold` whether this priority's queue is full (then its work waits its turn here)."""
         if contended:
             get_redis().set(_contended_key(priority), "1", px=CONTENDED_TTL_MS)
+            self._contended.add(priority)
         elif priority in self._contended:
             get_redis().delete(_contended_key(priority))
-        self._contended = self._contended | {priority} if contended else self._contended - {priority}
+            self._contended.discard(priority)
 
     def run_forever(self, idle_sleep: float = 0.05) -> None:
         log.info("fair dispatcher running (bound %d per queue)", self.bound)

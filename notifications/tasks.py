@@ -60,6 +60,10 @@ class RetryPolicy:
         return random.uniform(0, ceiling)  # noqa: S311 (jitter, not cryptography)
 
 
+# A queued delivery is due unless its retry is set for later (a second's leeway for clocks). The
+# claim and the rate-limit count take only due ones; _send_when_due publishes the rest for later.
+_DUE = "(next_attempt_at IS NULL OR next_attempt_at <= now() + interval '1 second')"
+
 # The send path's statements find their rows by id, and test the status with COALESCE(status, '')
 # so that the planner cannot use the partial status index (delivery_unsettled_updated) for it.
 # During a broadcast the table's statistics lag behind (a few thousand rows analysed, 100,000
@@ -69,7 +73,7 @@ _CLAIM_SQL = """
     WITH picked AS (
         SELECT id FROM {deliveries}
         WHERE id = ANY(%s::uuid[]) AND COALESCE(status, '') = 'queued'
-          AND (next_attempt_at IS NULL OR next_attempt_at <= now() + interval '1 second')
+          AND {due}
         FOR UPDATE SKIP LOCKED
     ), moved AS (
         UPDATE {deliveries} AS d SET status = 'sending', updated_at = now(), attempts = d.attempts + 1
@@ -128,6 +132,7 @@ def claim(delivery_ids: Sequence[str]) -> list[Claimed]:
     """
     quote = connection.ops.quote_name
     sql = _CLAIM_SQL.format(
+        due=_DUE,
         deliveries=quote(Delivery._meta.db_table),
         events=quote(DeliveryEvent._meta.db_table),
         notifications=quote(Notification._meta.db_table),
@@ -224,8 +229,9 @@ def _send(delivery_ids: list[str]) -> None:
     with live.batched():  # one live message for everything this task records
         signer: RecipientLinks | None = None
         claimed = claim(delivery_ids)
-        if len(claimed) < len(set(delivery_ids)):
-            _send_when_due(set(delivery_ids) - {d.id for d in claimed})
+        left = set(delivery_ids) - {d.id for d in claimed}
+        if left:
+            _send_when_due(left)
         for delivery in claimed:
             if compose.SHARED_KEY in delivery.content:  # a broadcast's content, with this recipient's links
                 signer = signer or RecipientLinks()
@@ -259,8 +265,7 @@ def _send(delivery_ids: list[str]) -> None:
 _NOT_DUE_SQL = """
     SELECT d.id::text, n.priority, EXTRACT(EPOCH FROM d.next_attempt_at - now())
     FROM {deliveries} d JOIN {notifications} n ON n.id = d.notification_id
-    WHERE d.id = ANY(%s::uuid[]) AND COALESCE(d.status, '') = 'queued'
-      AND d.next_attempt_at > now() + interval '1 second'
+    WHERE d.id = ANY(%s::uuid[]) AND COALESCE(d.status, '') = 'queued' AND NOT {due}
 """
 
 
@@ -271,7 +276,9 @@ def _send_when_due(unclaimed: set[str]) -> None:
     between recording the retry and publishing it). A copy too many claims nothing."""
     quote = connection.ops.quote_name
     sql = _NOT_DUE_SQL.format(
-        deliveries=quote(Delivery._meta.db_table), notifications=quote(Notification._meta.db_table)
+        due=_DUE,  # unambiguous in the join: only deliveries have next_attempt_at
+        deliveries=quote(Delivery._meta.db_table),
+        notifications=quote(Notification._meta.db_table),
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [sorted(unclaimed)])
@@ -297,15 +304,14 @@ def send_limit(channel: str) -> tuple[float, int]:
 
 _COUNT_QUEUED_SQL = """
     SELECT channel, count(*) FROM {deliveries}
-    WHERE id = ANY(%s::uuid[]) AND COALESCE(status, '') = 'queued'
-      AND (next_attempt_at IS NULL OR next_attempt_at <= now() + interval '1 second')
+    WHERE id = ANY(%s::uuid[]) AND COALESCE(status, '') = 'queued' AND {due}
     GROUP BY channel
 """
 
 
 def rate_limit_delay(delivery_ids: list[str]) -> float:
     """Reserve this batch's sends in the tenant's per-channel limits; seconds until they are due."""
-    sql = _COUNT_QUEUED_SQL.format(deliveries=connection.ops.quote_name(Delivery._meta.db_table))
+    sql = _COUNT_QUEUED_SQL.format(due=_DUE, deliveries=connection.ops.quote_name(Delivery._meta.db_table))
     with connection.cursor() as cursor:
         cursor.execute(sql, [list(delivery_ids)])
         counts = cursor.fetchall()
