@@ -31,7 +31,6 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django_tenants.utils import schema_context
 from kombu import Connection
 from kombu.exceptions import ChannelError
 
@@ -238,8 +237,7 @@ class Dispatcher:
     def once(self) -> int:
         """Release up to the bound, one batch per tenant per turn; how many were released."""
         from . import urgency
-        from .pipeline import QUEUE_FOR_PRIORITY
-        from .tasks import send_deliveries
+        from .pipeline import QUEUE_FOR_PRIORITY, publish_send
 
         self.heartbeat()
         released = 0
@@ -267,16 +265,15 @@ class Dispatcher:
                         log.error("fair dispatcher: dropped an unreadable batch of %s", schema)
                         continue
                     try:
-                        with schema_context(schema):
-                            sent = send_deliveries.apply_async(args=(ids,), queue=queue)
+                        sent = publish_send(ids, queue, schema)
                     except Exception:  # not published: back to the head of its list, then retry
                         self.put_back(priority, schema, raw)
                         raise
                     if priority not in ALWAYS_HELD:
-                        urgency.note(sent.id)  # bulk work steps aside for it, as pipeline.enqueue
+                        urgency.note(sent)  # bulk work steps aside for it, as pipeline.enqueue
                         lease = int(time.time() * 1000) + RELEASE_LEASE_MS
-                        get_redis().zadd(RELEASED_KEY, {sent.id: lease})
-                        self.released.setdefault(priority, []).append(sent.id)
+                        get_redis().zadd(RELEASED_KEY, {sent: lease})
+                        self.released.setdefault(priority, []).append(sent)
                     released += 1
                     room -= 1
         return released

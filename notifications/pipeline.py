@@ -527,16 +527,11 @@ def enqueue(
     queue = QUEUE_FOR_PRIORITY.get(priority, "default")
     schema = schema or current_schema()
     try:
-        direct = _direct_publisher()
         if countdown:
             with schema_context(schema):
                 send_deliveries.apply_async(args=(delivery_ids,), queue=queue, countdown=countdown)
         else:
-            if direct is not None:
-                task_id = direct.publish(send_deliveries, (delivery_ids,), queue, schema)
-            else:
-                with schema_context(schema):
-                    task_id = send_deliveries.apply_async(args=(delivery_ids,), queue=queue).id
+            task_id = publish_send(delivery_ids, queue, schema)
             if queue != BULK_QUEUE:  # bulk work steps aside until it has been sent
                 urgency.note(task_id)
     except Exception:  # any publish failure: the database still has the work
@@ -547,10 +542,21 @@ def enqueue(
     return True
 
 
+def publish_send(delivery_ids: list[str], queue: str, schema: str) -> str:
+    """Publish one send task for these deliveries of tenant `schema` onto `queue`, to run now; its
+    task id. Raises what publishing raised."""
+    from .tasks import send_deliveries
+
+    direct = _direct_publisher()
+    if direct is not None:
+        return direct.publish(send_deliveries, (delivery_ids,), queue, schema)
+    with schema_context(schema):
+        return str(send_deliveries.apply_async(args=(delivery_ids,), queue=queue).id)
+
+
 @cache
 def _direct_publisher() -> DirectPublisher | None:
-    """The process's direct publisher for send tasks (tenant_platform.broker), if its broker takes
-    one."""
+    """This process's direct publisher (tenant_platform.broker), if its broker takes one."""
     from .tasks import send_deliveries
 
     return DirectPublisher.for_app(send_deliveries.app)
