@@ -133,7 +133,7 @@ CACHES = {
 }
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "tenant_platform.channel_layer.ChannelLayer",  # channels_redis, fewer round trips
         # The layer blocks 5 s per Redis read and redis-py 8 times reads out after 5 s by default:
         # without a longer timeout every idle WebSocket is dropped after about 5 s.
         "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
