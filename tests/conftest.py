@@ -167,6 +167,8 @@ def worker(
 ) -> Iterator[Process]:
     """A real Celery worker (prefork, 2 processes) on every queue, against the test database."""
     redis.Redis.from_url(settings.REDIS_URL).flushdb()  # no stale messages from an earlier run
+    # Every queue the settings declare, the webhook queue among them (whatever WEBHOOK_QUEUE names).
+    queues = ",".join(queue.name for queue in settings.CELERY_TASK_QUEUES)
     proc = Process(
         "worker",
         [
@@ -175,7 +177,7 @@ def worker(
             "tenant_platform",
             "worker",
             "-Q",
-            "critical,high,default,bulk",
+            queues,
             "-c",
             "2",
             "-l",
