@@ -11,7 +11,8 @@ Bulk batches are always held. Normal ones only while the `default` queue is cont
 dispatcher saw BOUND messages waiting in it, or some tenant's normal batches are held already):
 an uncontended notification goes straight to the broker, without the dispatcher's step, and a
 request brings at most BOUND batches straight to a quiet queue, the rest held. Other tasks share
-`default` (webhook sends, among others), so for normal work the dispatcher counts only its own
+`default` (normal broadcasts' chunks, beat's fan-outs; webhook sends have a queue of their own
+unless WEBHOOK_QUEUE names this one), so for normal work the dispatcher counts only its own
 releases still in flight (until their task ends, or the task's time limit), not the queue's
 length: other traffic there can slow held work, never stop it.
 
@@ -214,9 +215,9 @@ class Dispatcher:
         """How many batches of this priority to release now.
 
         Bulk: up to BOUND waiting in its queue (only bulk work goes there). The others share their
-        queue with other tasks (webhook sends go to `default`), so their room is BOUND less the
-        dispatcher's own releases still in flight (RELEASED_KEY), and the queue's length only
-        flags contention.
+        queue with other tasks (a normal broadcast's chunks go to `default`), so their room is
+        BOUND less the dispatcher's own releases still in flight (RELEASED_KEY), and the queue's
+        length only flags contention.
         """
         if priority in ALWAYS_HELD:
             return self.bound - self.queued(queue)

@@ -1,7 +1,8 @@
-"""Herald's Celery app: tenant-aware base task, JSON only, four queues.
+"""Herald's Celery app: tenant-aware base task, JSON only, five queues.
 
-Queues, in order of urgency: critical, high, default, bulk (see settings.base). Each task module
-names its queue; `notifications.pipeline` picks the queue from a notification's priority.
+Queues, in order of urgency: critical, high, default, bulk (see settings.base), and beside them
+webhooks (WEBHOOK_QUEUE: sends to tenants' backends, their schedule). Each task module names its
+queue; `notifications.pipeline` picks the queue from a notification's priority.
 """
 
 import os

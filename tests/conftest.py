@@ -5,6 +5,7 @@ tenant's key). Tenants are provisioned once per session in the test database and
 """
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from django.test import Client
 from tenants.models import Tenant
 from tenants.provisioning import provision_tenant
 from tenants.schemas import use_public
-from tests.fakes.smtp_server import FakeSmtpServer
+from tests.fakes.smtp_server import FakeSmtpServer, free_port
 from tests.fakes.twilio_server import FakeTwilioServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -167,6 +168,8 @@ def worker(
 ) -> Iterator[Process]:
     """A real Celery worker (prefork, 2 processes) on every queue, against the test database."""
     redis.Redis.from_url(settings.REDIS_URL).flushdb()  # no stale messages from an earlier run
+    # Every queue the settings declare, the webhook queue among them (whatever WEBHOOK_QUEUE names).
+    queues = ",".join(queue.name for queue in settings.CELERY_TASK_QUEUES)
     proc = Process(
         "worker",
         [
@@ -175,7 +178,7 @@ def worker(
             "tenant_platform",
             "worker",
             "-Q",
-            "critical,high,default,bulk",
+            queues,
             "-c",
             "2",
             "-l",
@@ -209,3 +212,52 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+class Broker:
+    """A Redis server of the test's own: it can be stopped without touching anything else, and no
+    worker but the test's own reads what is published to it."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "Broker":
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_until(lambda: port_open(self.port), timeout=10)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    b = Broker().start()
+    yield b
+    b.stop()

@@ -519,6 +519,11 @@ def process_commands(env: Mapping[str, str], services: Services) -> dict[str, st
             "celery", "-A", "tenant_platform", "worker", "-Q", "bulk",
             "-n", "bulk@%h", "--concurrency", "2", "-l", "info",
         ),
+        # Webhook sends wait on tenants' servers, not the CPU: a pool of their own, as deploy/Procfile.
+        "worker-webhooks": venv_command(
+            "celery", "-A", "tenant_platform", "worker", "-Q", "webhooks",
+            "-n", "webhooks@%h", "--concurrency", "4", "-l", "info",
+        ),
         "beat": venv_command(
             "celery", "-A", "tenant_platform", "beat",
             "-S", "django_celery_beat.schedulers:DatabaseScheduler", "-l", "info",

@@ -169,8 +169,14 @@ CELERY_TASK_SOFT_TIME_LIMIT = 60
 CELERY_TASK_TIME_LIMIT = 90
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Webhook sends wait on tenants' own servers (seconds each when one is slow): they have a queue and
+# a pool of their own (deploy/Procfile: worker-webhooks), so they never hold normal sends back nor
+# count in the length of `default` that the fair dispatcher reads. WEBHOOK_QUEUE=default puts them
+# back in the default pool.
+WEBHOOK_QUEUE = env.str("WEBHOOK_QUEUE", default="webhooks")
 CELERY_TASK_QUEUES = tuple(
-    Queue(name, Exchange(name), routing_key=name) for name in ("critical", "high", "default", "bulk")
+    Queue(name, Exchange(name), routing_key=name)
+    for name in dict.fromkeys(("critical", "high", "default", "bulk", WEBHOOK_QUEUE))
 )
 # A publish that cannot reach the broker gives up quickly: the database holds the work and
 # the sweeper re-enqueues it, so an API request must not hang on a broker outage.
@@ -205,18 +211,22 @@ CELERY_BEAT_SCHEDULE = {
         "args": ["notifications.sweep_broadcasts"],
         "kwargs": {"queue": "high"},
     },
-    # Webhook messages whose retry is due, or whose task the broker lost.
+    # Webhook messages whose retry is due, or whose task the broker lost. The fan-out and each
+    # tenant's task run in the webhook pool, like the sends they publish: none of it waits for,
+    # or takes a turn of, the default pool.
     "send-due-webhooks": {
         "task": "tenants.for_each_tenant",
         "schedule": 30.0,
         "args": ["webhooks.send_due"],
-        "kwargs": {"queue": "default"},
+        "kwargs": {"queue": WEBHOOK_QUEUE},
+        "options": {"queue": WEBHOOK_QUEUE},
     },
     "prune-webhook-messages": {
         "task": "tenants.for_each_tenant",
         "schedule": 3600.0,
         "args": ["webhooks.prune"],
-        "kwargs": {"queue": "default"},
+        "kwargs": {"queue": WEBHOOK_QUEUE},
+        "options": {"queue": WEBHOOK_QUEUE},
     },
 }
 # The sweeper re-enqueues deliveries queued this long without a worker taking them, and
@@ -287,8 +297,8 @@ WEBHOOKS: dict[str, Any] = {
     "connect_timeout": env.float("WEBHOOK_CONNECT_TIMEOUT", default=5.0),
     "read_timeout": env.float("WEBHOOK_READ_TIMEOUT", default=10.0),
     "allow_local": env.bool("WEBHOOK_ALLOW_LOCAL", default=False),
-    # The queue of the send tasks: give it a pool of its own if tenants' backends are slow.
-    "queue": env.str("WEBHOOK_QUEUE", default="default"),
+    # The queue of the send tasks (WEBHOOK_QUEUE, with the Celery settings above).
+    "queue": WEBHOOK_QUEUE,
     # A retry due within this many seconds is published with a countdown; later ones are
     # picked up by the beat task `webhooks.send_due` (every 30 s).
     "schedule_within": 300.0,

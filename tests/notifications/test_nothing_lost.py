@@ -8,11 +8,9 @@ and a send claims its delivery first, so a redelivered message sends nothing.
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,60 +26,10 @@ from kombu import Connection
 from notifications.fanout import sweep_broadcasts
 from notifications.models import Broadcast, BroadcastStatus, Delivery, DeliveryStatus, Notification, Recipient
 from notifications.tasks import send_deliveries, sweep_stuck_deliveries
-from tests.conftest import Personas, Process, celery_bin, service_env, wait_until
+from tests.conftest import Broker, Personas, Process, celery_bin, port_open, service_env, wait_until
 from tests.fakes.smtp_server import FakeSmtpServer, free_port
 
 pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("live_db")]
-
-
-class Broker:
-    """A Redis server of the test's own, so it can be stopped without touching anything else."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> "Broker":
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_until(lambda: _port_open(self.port), timeout=10)
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
-def _port_open(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-@pytest.fixture
-def broker() -> Iterator[Broker]:
-    b = Broker().start()
-    yield b
-    b.stop()
 
 
 def delivered(personas: Personas, delivery_id: str) -> Delivery:
@@ -112,7 +60,7 @@ def post_while_the_broker_is_down(
         service_env(smtp_server.url, TEST_CELERY_BROKER_URL=broker.url),
     )
     try:
-        wait_until(lambda: _port_open(port), timeout=30)
+        wait_until(lambda: port_open(port), timeout=30)
         broker.stop()  # the web process's broker goes away
         response = requests.post(
             f"http://127.0.0.1:{port}{path}",
@@ -191,7 +139,7 @@ def test_a_web_process_that_published_before_an_outage_accepts_during_it_and_pub
         return int(redis.Redis.from_url(broker.url).llen("high"))
 
     try:
-        wait_until(lambda: _port_open(port), timeout=30)
+        wait_until(lambda: port_open(port), timeout=30)
         assert post().status_code == 202
         assert waiting() == 1
         broker.stop()

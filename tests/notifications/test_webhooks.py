@@ -11,7 +11,11 @@ flow here produces (ONLY_FROM_TESTS), and tests that do want the automatic flow 
 events of their own notification.
 """
 
+import base64
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
@@ -38,7 +43,9 @@ from notifications.webhooks.models import (
     new_secret,
 )
 from notifications.webhooks.service import events_from_rows, on_delivery_events
-from tests.conftest import Persona, Personas, Process, wait_until
+from tenants.task_tenancy import SCHEMA_HEADER
+from tests.conftest import REPO, Broker, Persona, Personas, Process, celery_bin, service_env, wait_until
+from tests.fakes.smtp_server import FakeSmtpServer
 from tests.fakes.webhook_receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.worker]
@@ -685,3 +692,121 @@ def test_a_message_whose_endpoint_is_deleted_during_its_try_is_dropped_and_the_b
         assert not WebhookAttempt.objects.filter(message__endpoint_id=doomed.id).exists()
     (message,) = messages_of(personas.alpha, kept)
     assert message.status == MessageStatus.DELIVERED
+
+
+# --- The webhook queue --------------------------------------------------------------------------
+# Webhook sends have a queue of their own (WEBHOOK_QUEUE, default `webhooks`): a tenant's slow
+# backend never takes the default pool's turn from normal sends, nor counts in the length of
+# `default` that the fair dispatcher reads. These tests publish from a process of their own, with
+# Herald's settings as its environment gives them, to a broker of their own that the session's
+# worker does not read: what was published stays there to be looked at.
+
+_SEND_TEST_EVENT = """
+import sys
+
+import django
+
+django.setup()
+
+from django_tenants.utils import schema_context
+
+from notifications.webhooks import service
+from notifications.webhooks.models import Endpoint
+
+with schema_context(sys.argv[1]):
+    print(service.send_test_event(Endpoint.objects.get(id=sys.argv[2])).id)
+"""
+
+
+def send_test_event_elsewhere(
+    persona: Persona, endpoint: Endpoint, broker: Broker, smtp_server: FakeSmtpServer, **environ: str
+) -> int:
+    """The console's "Send a test event" in a process whose broker is `broker` and whose
+    environment sets no WEBHOOK_QUEUE unless `environ` does; the message's id."""
+    env = service_env(smtp_server.url, TEST_CELERY_BROKER_URL=broker.url)
+    env.pop("WEBHOOK_QUEUE", None)
+    env.update(environ)
+    done = subprocess.run(
+        [sys.executable, "-c", _SEND_TEST_EVENT, persona.tenant.schema_name, str(endpoint.id)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.split()[-1])
+
+
+def waiting_in(broker: Broker) -> dict[str, list[dict[str, Any]]]:
+    """Every task message waiting in the broker, by queue: its task, tenant and arguments."""
+    client = redis.Redis.from_url(broker.url)
+    found: dict[str, list[dict[str, Any]]] = {}
+    for key in client.scan_iter():
+        if client.type(key) != b"list":  # kombu's bindings are sets; queues are lists
+            continue
+        for raw in client.lrange(key, 0, -1):
+            message = json.loads(raw)
+            args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+            found.setdefault(key.decode(), []).append(
+                {
+                    "task": message["headers"]["task"],
+                    "tenant": message["headers"][SCHEMA_HEADER],
+                    "args": args,
+                }
+            )
+    return found
+
+
+def test_a_webhook_send_waits_in_the_webhooks_queue_and_a_pool_on_that_queue_alone_sends_it(
+    personas: Personas, receiver: WebhookReceiver, smtp_server: FakeSmtpServer, broker: Broker
+) -> None:
+    endpoint = add_endpoint(personas.alpha, receiver, "/own-queue")
+    message_id = send_test_event_elsewhere(personas.alpha, endpoint, broker, smtp_server)
+
+    send = {"task": "webhooks.send_messages", "tenant": "alpha", "args": [[message_id]]}
+    assert waiting_in(broker) == {"webhooks": [send]}  # nothing in `default`, nor anywhere else
+    # A worker as deploy/Procfile's worker-webhooks (one process here), reading only `webhooks`.
+    pool = Process(
+        "worker-webhooks",
+        [
+            celery_bin(),
+            "-A",
+            "tenant_platform",
+            "worker",
+            "-Q",
+            "webhooks",
+            "-c",
+            "1",
+            "-l",
+            "info",
+            "-n",
+            f"webhooks-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        service_env(smtp_server.url, TEST_CELERY_BROKER_URL=broker.url),
+    )
+    try:
+        pool.wait_for_log("ready.", timeout=60)
+        (message,) = settled(personas.alpha, endpoint, 1)
+    finally:
+        pool.stop()
+    assert message.status == MessageStatus.DELIVERED
+    (got,) = receiver.at("/own-queue")
+    assert got.verified
+    assert got.json()["type"] == "webhook.test"
+    assert waiting_in(broker) == {}
+
+
+def test_webhook_queue_puts_the_sends_in_the_queue_it_names(
+    personas: Personas, receiver: WebhookReceiver, smtp_server: FakeSmtpServer, broker: Broker
+) -> None:
+    endpoint = add_endpoint(personas.alpha, receiver, "/default-queue")
+    message_id = send_test_event_elsewhere(
+        personas.alpha, endpoint, broker, smtp_server, WEBHOOK_QUEUE="default"
+    )
+
+    send = {"task": "webhooks.send_messages", "tenant": "alpha", "args": [[message_id]]}
+    assert waiting_in(broker) == {"default": [send]}
