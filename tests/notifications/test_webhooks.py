@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 import redis
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connection, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -366,12 +365,29 @@ def test_an_endpoint_deleted_since_it_was_cached_gets_nothing_and_the_others_sti
     with schema_context(personas.alpha.tenant.schema_name):
         stale = service.active_endpoints()
         service.delete_endpoint(gone)
-        cache.set(service._cache_key(personas.alpha.tenant.schema_name), [(e, list(s)) for e, s in stale])
+        service.active_endpoints()  # this process has seen the delete's invalidation...
+        # ...and holds the endpoints as a process that read them just before the delete.
+        service._endpoints._entries[personas.alpha.tenant.schema_name] = (time.monotonic(), stale)
+        assert service.active_endpoints() == stale
 
     assert report(personas.alpha, an_event(personas.alpha, "delivered")) == 1
 
     settled(personas.alpha, kept, 1)
     assert len(receiver.at("/kept")) == 1
+
+
+def test_a_tenants_endpoints_are_read_once_per_process_until_one_changes(
+    personas: Personas, receiver: WebhookReceiver
+) -> None:
+    schema = personas.beta.tenant.schema_name
+    with schema_context(schema):
+        assert service.active_endpoints() == []
+        with CaptureQueriesContext(connection) as queries:
+            assert service.active_endpoints() == []  # kept: no query (and no Redis read of its own)
+        assert len(queries) == 0
+    endpoint = add_endpoint(personas.beta, receiver, "/new")  # saved: every process drops its copy
+    with schema_context(schema):
+        assert service.active_endpoints() == [(str(endpoint.id), frozenset(ONLY_FROM_TESTS))]
 
 
 def test_bad_events_are_logged_and_never_raise(
