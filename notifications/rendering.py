@@ -197,7 +197,49 @@ def _compiled(source: str) -> Template:
     return _env.from_string(source)
 
 
+@lru_cache(maxsize=2048)
+def _printed_names(source: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """(texts, names) if `source` is only literal text and `{{ name }}` prints of plain names,
+    as Jinja parsed it (so with its whitespace rules): its output is then texts[0], names[0]'s
+    value, texts[1], ... Else None."""
+    try:
+        tree = _env.parse(source)
+    except (TemplateError, SecurityError):
+        return None
+    texts, names = [""], []
+    for node in tree.body:
+        if not isinstance(node, nodes.Output):
+            return None
+        for child in node.nodes:
+            if isinstance(child, nodes.TemplateData):
+                texts[-1] += child.data
+            elif isinstance(child, nodes.Name) and child.ctx == "load":
+                names.append(child.name)
+                texts.append("")
+            else:
+                return None
+    return tuple(texts), tuple(names)
+
+
 def render(source: str, data: dict[str, Any]) -> str:
+    """`source` rendered with `data`, within the bounds above; RenderError says why not."""
+    plain = _printed_names(source)
+    if plain is not None and all(name in data for name in plain[1]):
+        # What Jinja prints for `{{ name }}` is str(value): most texts are like this, and joining
+        # them here costs a few microseconds against Jinja's ~40 (a batch renders thousands).
+        texts, names = plain
+        parts = [texts[0]]
+        for name, text in zip(names, texts[1:], strict=True):
+            parts.append(str(data[name]))
+            parts.append(text)
+        output = "".join(parts)
+        if len(output) > MAX_OUTPUT:
+            raise RenderError(f"output is longer than {MAX_OUTPUT} characters")
+        return output
+    return _render(source, data)
+
+
+def _render(source: str, data: dict[str, Any]) -> str:
     token = _budget.set([MAX_OPERATIONS])
     try:
         chunks: list[str] = []

@@ -71,3 +71,61 @@ def test_a_loop_over_data_of_moderate_size_is_fine() -> None:
 def test_a_missing_variable_names_itself() -> None:
     with pytest.raises(RenderError, match="'nickname' is undefined"):
         render("Hi {{ nickname }}", DATA)
+
+
+PLAIN_TEMPLATES = [
+    "",
+    "Your weekly digest",
+    "Ends with a newline\n",
+    "Two newlines\n\n",
+    "Hello {{ name }}, here is your code: {{ code }}.",
+    "{{ name }}",
+    "{{name}}{{ name }} twice, {{ count }} times",
+    "  {{- name -}}  , trimmed",
+    "{# a comment #}Hi {{ name }}{# another #}",
+    "{% raw %}{{ not a print }}{% endraw %} then {{ name }}",
+    "Unicode: {{ greeting }} ✓",
+    "{{ flag }} {{ nothing }} {{ price }} {{ tags }} {{ nested }}",
+    "Shadows a global: {{ range }}",
+]
+PLAIN_DATA = {
+    "name": "Ana",
+    "code": 4821,
+    "count": 2,
+    "greeting": "Olá",
+    "flag": True,
+    "nothing": None,
+    "price": 9.5,
+    "tags": ["a", "b"],
+    "nested": {"k": [1, {"x": None}]},
+    "range": "given",
+}
+
+
+@pytest.mark.parametrize("template", PLAIN_TEMPLATES)
+def test_plain_prints_render_as_jinja_renders_them(template: str) -> None:
+    from notifications.rendering import _printed_names, _render
+
+    assert _printed_names(template) is not None  # each takes the quick path
+    assert render(template, PLAIN_DATA) == _render(template, PLAIN_DATA)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ name|upper }}",
+        "{{ name ~ '!' }}",
+        "{% if name %}{{ name }}{% endif %}",
+        "{{ tags[0] }}",
+        "{{ n.k }}",
+    ],
+)
+def test_anything_but_a_plain_print_is_left_to_jinja(template: str) -> None:
+    from notifications.rendering import _printed_names
+
+    assert _printed_names(template) is None
+
+
+def test_a_missing_variable_is_reported_by_jinja_as_before() -> None:
+    with pytest.raises(RenderError, match="'missing' is undefined"):
+        render("Hello {{ missing }}", {"name": "Ana"})
