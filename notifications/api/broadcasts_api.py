@@ -1,5 +1,6 @@
 """Topics, broadcasts and batches: many recipients in one call, fanned out by tasks."""
 
+import uuid
 from typing import Any
 
 from django.db import transaction
@@ -212,19 +213,23 @@ class NotificationBatch(APIView):
                     {"index": index, "error": {"code": "validation_failed", "fields": fields_with_errors}}
                 )
         notifications = accept_many([notification_spec(attrs) for _, attrs in valid])
+        # Each item's URL is the same route with its own id: reversed once, not a thousand times.
+        head, _, tail = reverse("notification-detail", kwargs={"pk": _URL_MARK}).partition(str(_URL_MARK))
         for (index, _), notification in zip(valid, notifications, strict=True):
-            url = reverse("notification-detail", kwargs={"pk": notification.id})
             results.append(
                 {
                     "index": index,
                     "id": str(notification.id),
                     "status": notification.initial_status,
-                    "url": url,
+                    "url": f"{head}{notification.id}{tail}",
                 }
             )
         results.sort(key=lambda r: int(r["index"]))
         body = {"accepted": len(valid), "failed": len(items) - len(valid), "results": results}
         return Response(body, status=status.HTTP_202_ACCEPTED if valid else status.HTTP_400_BAD_REQUEST)
+
+
+_URL_MARK = uuid.UUID(int=0)
 
 
 def _body(request: Request) -> dict[str, Any]:

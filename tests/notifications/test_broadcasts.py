@@ -262,7 +262,10 @@ def test_a_batch_accepts_the_valid_items_and_names_what_is_wrong_with_the_others
     assert results[0]["status"] == "queued"
     assert "priority" in results[1]["error"]["fields"]
     assert "recipient.email" in results[3]["error"]["fields"]
-    assert call(personas, "get", results[2]["url"]).status_code == 200
+    detail = call(personas, "get", results[2]["url"])
+    assert detail.status_code == 200
+    assert detail.json()["id"] == results[2]["id"]
+    assert results[2]["url"] == f"/api/v1/notifications/{results[2]['id']}"
 
 
 def test_a_batch_with_nothing_valid_is_a_400_and_over_1000_is_refused(personas: Personas) -> None:
