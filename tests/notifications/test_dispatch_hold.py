@@ -158,3 +158,16 @@ def test_a_waiting_tenants_batches_are_held_and_crowd_no_one_else(priority: str)
     assert held(priority, "limited") == BATCHES[:1]
     assert dispatch.hold("other", priority, BATCHES[:1]) == BATCHES[:1]
     assert held(priority, "other") == []
+
+
+def test_a_tenant_whose_turn_has_come_still_makes_the_others_wait_theirs(priority: str) -> None:
+    """However many tenants wait for their turn, one whose turn has come and that holds batches
+    still has the others' batches held, as before."""
+    dispatch.next_turn_in("limited", priority, 30)
+    dispatch.next_turn_in("idle", priority, 30)  # waits, holding nothing
+    dispatch.hold("limited", priority, BATCHES[:1])
+    get_redis().set(dispatch._contended_key(priority), "1", px=5000)
+    dispatch.hold("ready", priority, BATCHES[:1])
+    get_redis().delete(dispatch._contended_key(priority))
+    assert dispatch.hold("third", priority, BATCHES[:1]) == []
+    assert held(priority, "third") == BATCHES[:1]
