@@ -65,9 +65,9 @@ HEARTBEAT_TTL = 10  # seconds
 # task clears its own, `release_ended`) or this lease, the send task's hard time limit, runs out.
 RELEASED_KEY = "herald:fair:released"
 RELEASE_LEASE_MS = 150_000
-# The longest one note of a tenant's next turn holds its batches back: after it, one batch is
-# released again (and notes the turn again if the tenant is still over its limit). Bounds what a
-# stale note costs, such as one left by a limit an operator has since reset.
+# The longest one note of a tenant's next turn holds its batches back: after it they are released
+# again (and the first to meet the limit notes the next turn, if the tenant is still over it).
+# Bounds what a stale note costs, such as one left by a limit an operator has since reset.
 NEXT_TURN_MAX_MS = 300_000
 
 # Pop the first batch of a tenant's list; forget the tenant when its list is empty.
@@ -91,7 +91,7 @@ redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", string.format("%.0f", now))
 redis.call("PEXPIRE", KEYS[1], longest)
 """
 
-# The tenants with batches held (KEYS[1]), and those of them whose next turn (KEYS[2]) is later.
+# The tenants with batches held (KEYS[1]), and the tenants whose next turn (KEYS[2]) is later.
 _TENANTS_LUA = """
 local tenants = redis.call("SMEMBERS", KEYS[1])
 if #tenants == 0 then return {tenants, {}} end
