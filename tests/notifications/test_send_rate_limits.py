@@ -195,8 +195,9 @@ def test_a_rate_limited_tenants_held_broadcast_is_released_at_its_rate_while_ano
     assert releases.held() > 0, "alpha's held batches were all released before beta's went out"
     wait_until(lambda: releases.held() == 0 and sent_to(smtp_server, f"a{tag}") == recipients, timeout=90)
     # Ahead of the limit at most: the BOUND released at its turn (the first of them goes, the
-    # others meet the limit and are published again for later), give or take a batch for timing.
-    assert releases.worst <= dispatch.BOUND + 1, (
+    # others meet the limit and are published again for later), and as many as the worker has
+    # processes (2), released while it has taken batches from the queue but not yet seen the limit.
+    assert releases.worst <= dispatch.BOUND + 2, (
         f"{releases.worst:.1f} batches released ahead of alpha's limit"
     )
     alpha = addresses(smtp_server, f"a{tag}")
