@@ -8,7 +8,8 @@ waits for at most BOUND + (number of busy tenants) batches, whatever the size of
 ahead of it.
 
 Bulk batches are always held. Normal ones only while the `default` queue is contended (the
-dispatcher saw BOUND messages waiting in it, or some tenant's normal batches are held already):
+dispatcher saw BOUND messages waiting in it, or some tenant's normal batches are held already and
+its turn has come), or while their own tenant waits for its turn (below):
 an uncontended notification goes straight to the broker, without the dispatcher's step, and a
 request brings at most BOUND batches straight to a quiet queue, the rest held. Other tasks share
 `default` (normal broadcasts' chunks, beat's fan-outs; webhook sends have a queue of their own
@@ -22,18 +23,30 @@ directly (first in, first out), so nothing waits on a dispatcher that is not run
 that does not serve that priority, such as an older release during a deploy); and the sweeper
 leaves a tenant's deliveries of a priority alone only while a dispatcher serving it is alive and
 still holds batches of it for that tenant.
+
+A tenant over its send rate limit waits for its turn in its list, not in the broker: a send task
+that meets the limit publishes its own batch again for the tenant's turn and notes that turn
+(`next_turn_in`, per tenant and priority); until then the dispatcher releases none of that
+tenant's batches of that priority and goes on round the others. When the turn comes, a released
+batch that meets the limit again notes the next one. (Without the note, each released batch met
+the limit, was published again for later and freed its place at once: the dispatcher turned a
+limited tenant's whole held list into delayed messages within seconds.) The note is per priority,
+not per channel, because the dispatcher does not know a batch's channels: a tenant's SMS batches
+held behind its email ones wait for its email turn, as an email and SMS batch did already.
 """
 
 import json
 import logging
 import time
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 import redis
 from django.conf import settings
 from kombu import Connection
 from kombu.exceptions import ChannelError
+from redis.commands.core import Script
 
 from tenants.redis_client import get_redis
 
@@ -52,12 +65,39 @@ HEARTBEAT_TTL = 10  # seconds
 # task clears its own, `release_ended`) or this lease, the send task's hard time limit, runs out.
 RELEASED_KEY = "herald:fair:released"
 RELEASE_LEASE_MS = 150_000
+# The longest one note of a tenant's next turn holds its batches back: after it they are released
+# again (and the first to meet the limit notes the next turn, if the tenant is still over it).
+# Bounds what a stale note costs, such as one left by a limit an operator has since reset.
+NEXT_TURN_MAX_MS = 300_000
 
 # Pop the first batch of a tenant's list; forget the tenant when its list is empty.
 _POP_LUA = """
 local batch = redis.call("LPOP", KEYS[1])
 if redis.call("LLEN", KEYS[1]) == 0 then redis.call("SREM", KEYS[2], ARGV[1]) end
 return batch
+"""
+
+# A tenant's next turn, in milliseconds on Redis's clock (so every host agrees); the latest note
+# wins. Turns already past are dropped, and the whole set goes when the last note has run out.
+# ARGV: schema, wait (ms), NEXT_TURN_MAX_MS.
+_NEXT_TURN_LUA = """
+local clock = redis.call("TIME")
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local longest = tonumber(ARGV[3])
+local at = now + math.min(tonumber(ARGV[2]), longest)
+local noted = redis.call("ZSCORE", KEYS[1], ARGV[1])
+if not noted or tonumber(noted) < at then redis.call("ZADD", KEYS[1], string.format("%.0f", at), ARGV[1]) end
+redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", string.format("%.0f", now))
+redis.call("PEXPIRE", KEYS[1], longest)
+"""
+
+# The tenants with batches held (KEYS[1]), and the tenants whose next turn (KEYS[2]) is later.
+_TENANTS_LUA = """
+local tenants = redis.call("SMEMBERS", KEYS[1])
+if #tenants == 0 then return {tenants, {}} end
+local clock = redis.call("TIME")
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+return {tenants, redis.call("ZRANGEBYSCORE", KEYS[2], string.format("(%.0f", now), "+inf")}
 """
 
 
@@ -75,6 +115,10 @@ def _contended_key(priority: str) -> str:
 
 def _heartbeat_key(priority: str) -> str:
     return f"{HEARTBEAT_KEY}:{priority}"
+
+
+def _next_turn_key(priority: str) -> str:
+    return f"herald:fair:{priority}:next-turn"  # no schema has a hyphen: no tenant's list is named so
 
 
 def dispatcher_alive(priority: str = "bulk") -> bool:
@@ -100,15 +144,17 @@ def hold(schema: str, priority: str, batches: Iterable[list[str]]) -> list[list[
             if not dispatcher_alive(priority):
                 return batches
         else:
-            alive, crowded = _looked_up(priority)
+            alive, crowded, waiting = _looked_up(priority)
             if not alive:
                 return batches
             # A quiet queue takes up to BOUND of them now; the rest wait their turn with the others.
-            direct = [] if crowded else batches[:BOUND]
+            # A tenant over its rate limit waits for its turn: sent now, they would only be delayed.
+            direct = [] if crowded or schema in waiting else batches[:BOUND]
             batches = batches[len(direct) :]
             if not batches:
                 return direct
-            _seen[priority] = (time.monotonic(), True, True)  # this process holds some now
+            # This process holds some now: they crowd the others unless their tenant waits its turn.
+            _seen[priority] = (time.monotonic(), True, crowded or schema not in waiting, waiting)
         pipe = client.pipeline()
         pipe.rpush(_list_key(priority, schema), *[json.dumps(b) for b in batches])
         pipe.sadd(_tenants_key(priority), schema)
@@ -120,27 +166,73 @@ def hold(schema: str, priority: str, batches: Iterable[list[str]]) -> list[list[
 
 
 # Per process, per priority held only when contended: (when looked, a dispatcher serving it is
-# alive, its queue is contended or some tenant's batches are held). Looked up at most every
-# SEEN_FOR seconds: the look was a Redis round trip for every API request.
-_seen: dict[str, tuple[float, bool, bool]] = {}
+# alive, its queue is contended or some tenant's batches are held and its turn has come, the
+# tenants whose next turn is later). Looked up at most every SEEN_FOR seconds: the look was a
+# Redis round trip for every API request.
+_seen: dict[str, tuple[float, bool, bool, frozenset[str]]] = {}
 SEEN_FOR = 0.1
 
+# KEYS: heartbeat, contended flag, tenants with batches held, next turns. Returns {alive, crowded,
+# the tenants whose next turn is later}. Held batches of tenants waiting for their turn crowd
+# nobody: the dispatcher would not release them now anyway.
+_LOOK_LUA = """
+local clock = redis.call("TIME")
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local waiting = redis.call("ZRANGEBYSCORE", KEYS[4], string.format("(%.0f", now), "+inf")
+local crowded = redis.call("EXISTS", KEYS[2])
+if crowded == 0 and redis.call("SCARD", KEYS[3]) > #waiting then
+  crowded = 1  -- some tenant holding batches is not among those waiting
+elseif crowded == 0 then
+  local later = {}
+  for _, schema in ipairs(waiting) do later[schema] = true end
+  for _, schema in ipairs(redis.call("SMEMBERS", KEYS[3])) do
+    if not later[schema] then crowded = 1 break end
+  end
+end
+return {redis.call("EXISTS", KEYS[1]), crowded, waiting}
+"""
 
-def _looked_up(priority: str) -> tuple[bool, bool]:
-    """(alive, crowded) for `priority`, as Redis said at most SEEN_FOR seconds ago."""
+
+@lru_cache(maxsize=1)
+def _look() -> Script:
+    return get_redis().register_script(_LOOK_LUA)
+
+
+def _looked_up(priority: str) -> tuple[bool, bool, frozenset[str]]:
+    """(alive, crowded, tenants waiting for their turn) for `priority`, as Redis said at most
+    SEEN_FOR seconds ago."""
     now = time.monotonic()
     seen = _seen.get(priority)
     if seen is not None and now - seen[0] < SEEN_FOR:
-        return seen[1], seen[2]
-    pipe = get_redis().pipeline(transaction=False)
-    pipe.exists(_heartbeat_key(priority))
-    pipe.exists(_contended_key(priority))
-    pipe.scard(_tenants_key(priority))
-    alive, contended, waiting = pipe.execute()
+        return seen[1], seen[2], seen[3]
+    keys = [_heartbeat_key(priority), _contended_key(priority), _tenants_key(priority)]
+    alive, crowded, later = _look()(keys=[*keys, _next_turn_key(priority)])
+    waiting = frozenset(schema.decode() for schema in later)
     current = _seen.get(priority)
     if current is None or current[0] <= now:  # not over what another thread noted since it looked
-        _seen[priority] = (now, bool(alive), bool(contended or waiting))
-    return bool(alive), bool(contended or waiting)
+        _seen[priority] = (now, bool(alive), bool(crowded), waiting)
+    return bool(alive), bool(crowded), waiting
+
+
+def next_turn_in(schema: str, priority: str, seconds: float) -> None:
+    """This tenant can send no more of this priority's work for `seconds` (its send rate limit's
+    turn): the dispatcher releases none of its held batches before then, nor longer than
+    NEXT_TURN_MAX_MS, and `hold` holds its batches meanwhile. The latest turn noted wins.
+
+    Best effort: without the note, its batches are released as before and wait for their turn in
+    the broker instead.
+    """
+    if priority not in FAIR_PRIORITIES:
+        return
+    try:
+        _next_turn()(keys=[_next_turn_key(priority)], args=[schema, int(seconds * 1000), NEXT_TURN_MAX_MS])
+    except redis.RedisError:
+        log.warning("could not note the next turn of %s (%s)", schema, priority, exc_info=True)
+
+
+@lru_cache(maxsize=1)
+def _next_turn() -> Script:
+    return get_redis().register_script(_NEXT_TURN_LUA)
 
 
 def release_ended(task_id: str) -> None:
@@ -173,6 +265,7 @@ class Dispatcher:
         self.cursors: dict[str, int] = {}  # per priority: where its next round-robin turn starts
         self.released: dict[str, list[str]] = {}  # per priority not ALWAYS_HELD: releases noted
         self.pop = get_redis().register_script(_POP_LUA)
+        self.held_tenants = get_redis().register_script(_TENANTS_LUA)
         self.broker = _broker()
         self._sizer: Any = None  # kombu's Redis count (LLEN of each priority list), if the broker has it
         self._beat_at = 0.0
@@ -244,11 +337,13 @@ class Dispatcher:
         released = 0
         for priority in self.priorities:
             queue = QUEUE_FOR_PRIORITY[priority]
-            members: set[bytes] = get_redis().smembers(_tenants_key(priority))  # type: ignore[assignment]
-            if not members and priority in ALWAYS_HELD:
-                continue  # nothing held; the others still look whether their queue is contended
+            # Tenants over their send rate limit sit their turns out (until their next turn): their
+            # batches would only be published again for later, and the others' go meanwhile.
+            held, later = self.held_tenants(keys=[_tenants_key(priority), _next_turn_key(priority)])
+            tenants = sorted({m.decode() for m in held} - {m.decode() for m in later})
+            if not tenants and priority in ALWAYS_HELD:
+                continue  # nothing to release; the others still look whether their queue is contended
             room = self.room(priority, queue)
-            tenants = sorted(m.decode() for m in members)
             if room <= 0 or not tenants:
                 continue
             turn = self.turn(priority, tenants)

@@ -35,7 +35,7 @@ from .models import (
     DeliveryStatus,
     Notification,
 )
-from .pipeline import BULK_QUEUE, enqueue, transition
+from .pipeline import BULK_QUEUE, QUEUE_FOR_PRIORITY, enqueue, transition
 from .providers.base import Outcome, OutgoingMessage
 from .providers.registry import ProviderChoice, resolve
 
@@ -207,6 +207,10 @@ def send_deliveries(self: Any, delivery_ids: list[str], reserved: bool = False) 
         delay = rate_limit_delay(delivery_ids)
         if delay > RATE_LIMIT_SLACK:
             self.apply_async(args=(delivery_ids,), kwargs={"reserved": True}, countdown=delay, queue=queue)
+            # The tenant's held batches of this priority wait for that turn too, in the dispatcher's
+            # list rather than as delayed messages (noted before this one's place in the bound is
+            # freed, so that the dispatcher does not fill it with another of this tenant's).
+            dispatch.next_turn_in(current_schema(), _PRIORITY_OF_QUEUE.get(queue, ""), delay)
             urgency.done(self.request.id)  # noted at publish; its turn is later, nothing is in flight now
             if queue != BULK_QUEUE:
                 dispatch.release_ended(self.request.id)
@@ -292,6 +296,7 @@ def _send_when_due(unclaimed: set[str]) -> None:
 
 
 RATE_LIMIT_SLACK = 0.05  # seconds: closer than this to its turn, a batch just goes
+_PRIORITY_OF_QUEUE = {queue: priority for priority, queue in QUEUE_FOR_PRIORITY.items()}
 
 
 def send_limit(channel: str) -> tuple[float, int]:

@@ -8,10 +8,11 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from notifications import dispatch
+from notifications import dispatch, pipeline, urgency
 from tenants.redis_client import get_redis
 
 BATCHES = [[f"d{i}"] for i in range(10)]
@@ -95,3 +96,78 @@ def test_each_priority_takes_its_own_round_robin_turns() -> None:
         for priority in ("bulk", "normal"):
             firsts[priority].append(dispatcher.turn(priority, ["alpha", "beta"])[0])
     assert firsts == {"bulk": ["alpha", "beta"] * 2, "normal": ["alpha", "beta"] * 2}
+
+
+@pytest.fixture
+def queue(priority: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A broker queue of the test's own for `priority` (no worker consumes it)."""
+    from celery import current_app
+
+    name = f"test-fair-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setitem(pipeline.QUEUE_FOR_PRIORITY, priority, name)
+    yield name
+    with current_app.connection_for_write() as connection:
+        channel: Any = connection.default_channel
+        get_redis().delete(*[channel._q_for_pri(name, p) for p in channel.priority_steps])
+
+
+def test_a_tenant_waiting_for_its_turn_is_skipped_and_the_others_are_released(
+    priority: str, queue: str
+) -> None:
+    """A tenant over its send rate limit (its next turn noted by a send task) keeps its held
+    batches until then; another tenant's are released meanwhile, and the first's once its turn
+    has come."""
+    get_redis().set(dispatch._contended_key(priority), "1", px=5000)  # so that hold holds them all
+    dispatch.hold("limited", priority, BATCHES[:2])
+    dispatch.hold("other", priority, BATCHES[2:4])
+    dispatch.next_turn_in("limited", priority, 0.5)
+    dispatcher = dispatch.Dispatcher(priorities=[priority])
+    try:
+        assert dispatcher.once() == 2
+        assert held(priority, "other") == []
+        assert held(priority, "limited") == BATCHES[:2]
+        assert dispatcher.once() == 0  # nothing to release: no spinning through its list
+        time.sleep(0.6)
+        assert dispatcher.once() == 2
+        assert held(priority, "limited") == []
+    finally:
+        for task_id in dispatcher.released.get(priority, []):
+            dispatch.release_ended(task_id)
+            urgency.done(task_id)
+
+
+def test_the_latest_next_turn_noted_wins_and_none_lasts_longer_than_the_cap(priority: str) -> None:
+    dispatch.next_turn_in("t1", priority, 0.5)
+    dispatch.next_turn_in("t1", priority, 0.1)  # a batch reserved earlier, whose task ran later
+    time.sleep(0.2)
+    assert dispatch._looked_up(priority)[2] == {"t1"}
+    dispatch.next_turn_in("t2", priority, 10 * dispatch.NEXT_TURN_MAX_MS / 1000)
+    seconds, micros = get_redis().time()
+    later = float(get_redis().zscore(dispatch._next_turn_key(priority), "t2") or 0)
+    assert later - (seconds * 1000 + micros / 1000) <= dispatch.NEXT_TURN_MAX_MS
+    assert 0 < get_redis().pttl(dispatch._next_turn_key(priority)) <= dispatch.NEXT_TURN_MAX_MS
+    time.sleep(0.4)
+    assert dispatch._looked_up(priority)[2] == {"t2"}  # t1's turn has come
+
+
+def test_a_waiting_tenants_batches_are_held_and_crowd_no_one_else(priority: str) -> None:
+    """Sent to a quiet queue, a rate-limited tenant's batches would only be published again for
+    later: they are held for its turn. Held so, they do not make the others' wait their turn."""
+    dispatch.next_turn_in("limited", priority, 30)
+    assert dispatch.hold("limited", priority, BATCHES[:1]) == []
+    assert held(priority, "limited") == BATCHES[:1]
+    assert dispatch.hold("other", priority, BATCHES[:1]) == BATCHES[:1]
+    assert held(priority, "other") == []
+
+
+def test_a_tenant_whose_turn_has_come_still_makes_the_others_wait_theirs(priority: str) -> None:
+    """However many tenants wait for their turn, one whose turn has come and that holds batches
+    still has the others' batches held, as before."""
+    dispatch.next_turn_in("limited", priority, 30)
+    dispatch.next_turn_in("idle", priority, 30)  # waits, holding nothing
+    dispatch.hold("limited", priority, BATCHES[:1])
+    get_redis().set(dispatch._contended_key(priority), "1", px=5000)
+    dispatch.hold("ready", priority, BATCHES[:1])
+    get_redis().delete(dispatch._contended_key(priority))
+    assert dispatch.hold("third", priority, BATCHES[:1]) == []
+    assert held(priority, "third") == BATCHES[:1]
