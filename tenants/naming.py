@@ -9,8 +9,12 @@ import re
 SLUG_RE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 SCHEMA_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 SLUG_MAX_LENGTH = 40
-# Slugs that would collide with PostgreSQL's own schemas or with hosts Herald serves itself.
-RESERVED_SLUGS = frozenset({"public", "information-schema", "www", "api", "admin", "static", "console"})
+# Slugs that would collide with PostgreSQL's own schemas, with hosts Herald serves itself, or with
+# the fair dispatcher's own Redis keys beside each tenant's held list (`herald:fair:<priority>:
+# <schema>` beside `...:tenants` and `...:contended`; notifications.dispatch).
+RESERVED_SLUGS = frozenset(
+    {"public", "information-schema", "www", "api", "admin", "static", "console", "tenants", "contended"}
+)
 
 
 class InvalidSlug(ValueError):

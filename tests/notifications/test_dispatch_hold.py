@@ -171,3 +171,24 @@ def test_a_tenant_whose_turn_has_come_still_makes_the_others_wait_theirs(priorit
     get_redis().delete(dispatch._contended_key(priority))
     assert dispatch.hold("third", priority, BATCHES[:1]) == []
     assert held(priority, "third") == BATCHES[:1]
+
+
+def test_no_tenant_can_be_named_like_one_of_the_dispatchers_own_keys() -> None:
+    """A tenant's held list is `herald:fair:<priority>:<schema>`: no schema may be the last part
+    of one of the dispatcher's other keys there (a tenant named `tenants` would have had its
+    list in the set of tenants' key)."""
+    from tenants.naming import InvalidSlug, is_valid_schema_name, schema_for_slug
+
+    for priority in dispatch.FAIR_PRIORITIES:
+        prefix = dispatch._list_key(priority, "")
+        own = [
+            dispatch._tenants_key(priority),
+            dispatch._contended_key(priority),
+            dispatch._next_turn_key(priority),
+        ]
+        for key in own:
+            assert key.startswith(prefix)
+            word = key[len(prefix) :]
+            if is_valid_schema_name(word):  # some slug would give this schema: it must be refused
+                with pytest.raises(InvalidSlug):
+                    schema_for_slug(word.replace("_", "-"))
