@@ -197,6 +197,10 @@ def _compiled(source: str) -> Template:
     return _env.from_string(source)
 
 
+# Names Jinja itself gives a meaning inside a template (`{{ self }}` is the template): left to it.
+_JINJA_NAMES = frozenset({"self", "loop", "caller", "varargs", "kwargs", "super"})
+
+
 @lru_cache(maxsize=2048)
 def _printed_names(source: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
     """(texts, names) if `source` is only literal text and `{{ name }}` prints of plain names,
@@ -213,7 +217,7 @@ def _printed_names(source: str) -> tuple[tuple[str, ...], tuple[str, ...]] | Non
         for child in node.nodes:
             if isinstance(child, nodes.TemplateData):
                 texts[-1] += child.data
-            elif isinstance(child, nodes.Name) and child.ctx == "load":
+            elif isinstance(child, nodes.Name) and child.ctx == "load" and child.name not in _JINJA_NAMES:
                 names.append(child.name)
                 texts.append("")
             else:
@@ -224,19 +228,28 @@ def _printed_names(source: str) -> tuple[tuple[str, ...], tuple[str, ...]] | Non
 def render(source: str, data: dict[str, Any]) -> str:
     """`source` rendered with `data`, within the bounds above; RenderError says why not."""
     plain = _printed_names(source)
-    if plain is not None and all(name in data for name in plain[1]):
-        # What Jinja prints for `{{ name }}` is str(value): most texts are like this, and joining
-        # them here costs a few microseconds against Jinja's ~40 (a batch renders thousands).
-        texts, names = plain
-        parts = [texts[0]]
-        for name, text in zip(names, texts[1:], strict=True):
-            parts.append(str(data[name]))
-            parts.append(text)
-        output = "".join(parts)
-        if len(output) > MAX_OUTPUT:
+    if plain is None or not all(name in data for name in plain[1]):
+        return _render(source, data)
+    # What Jinja prints for `{{ name }}` is str(value): most texts are like this, and joining them
+    # here costs a few microseconds against Jinja's ~40 (a batch renders thousands). The output is
+    # bounded as it grows, as Jinja's is: a value printed many times must not build it first.
+    texts, names = plain
+    values: dict[str, str] = {}
+    parts = [texts[0]]
+    size = len(texts[0])
+    for name, text in zip(names, texts[1:], strict=True):
+        value = values.get(name)
+        if value is None:
+            try:
+                value = values[name] = str(data[name])
+            except (ArithmeticError, TypeError, ValueError, LookupError, RecursionError, MemoryError) as exc:
+                raise RenderError(f"{exc.__class__.__name__}: {exc}") from None
+        size += len(value) + len(text)
+        if size > MAX_OUTPUT:
             raise RenderError(f"output is longer than {MAX_OUTPUT} characters")
-        return output
-    return _render(source, data)
+        parts.append(value)
+        parts.append(text)
+    return "".join(parts)
 
 
 def _render(source: str, data: dict[str, Any]) -> str:

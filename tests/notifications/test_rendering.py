@@ -129,3 +129,27 @@ def test_anything_but_a_plain_print_is_left_to_jinja(template: str) -> None:
 def test_a_missing_variable_is_reported_by_jinja_as_before() -> None:
     with pytest.raises(RenderError, match="'missing' is undefined"):
         render("Hello {{ missing }}", {"name": "Ana"})
+
+
+def test_a_plain_print_past_the_output_limit_stops_before_the_output_is_built() -> None:
+    import tracemalloc
+
+    from notifications.rendering import MAX_OUTPUT
+
+    template = "{{ a }}" * 2000
+    value = "x" * 100_000  # 2,000 prints of it: 200 MB if the output were built first
+    tracemalloc.start()
+    try:
+        with pytest.raises(RenderError, match=f"output is longer than {MAX_OUTPUT} characters"):
+            render(template, {"a": value})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000
+
+
+def test_names_jinja_gives_a_meaning_are_left_to_it() -> None:
+    from notifications.rendering import _printed_names, _render
+
+    assert _printed_names("Hi {{ self }}") is None
+    assert render("Hi {{ self }}", {"self": "Ann"}) == _render("Hi {{ self }}", {"self": "Ann"})
