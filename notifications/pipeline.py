@@ -511,7 +511,8 @@ def enqueue_all(by_priority: Mapping[str, list[str]], *, schema: str | None = No
     for priority, ids in by_priority.items():
         batches = [ids[start : start + batch] for start in range(0, len(ids), batch)]
         for chunk in dispatch.hold(schema, priority, batches):
-            enqueue(chunk, priority, schema=schema)
+            if not enqueue(chunk, priority, schema=schema):
+                return  # the broker is down: the rest stay queued too, without waiting on it again
 
 
 def enqueue(
@@ -548,7 +549,7 @@ def publish_send(delivery_ids: list[str], queue: str, schema: str) -> str:
     from .tasks import send_deliveries
 
     direct = _direct_publisher()
-    if direct is not None:
+    if direct is not None and direct.takes(send_deliveries):
         return direct.publish(send_deliveries, (delivery_ids,), queue, schema)
     with schema_context(schema):
         return str(send_deliveries.apply_async(args=(delivery_ids,), queue=queue).id)

@@ -12,6 +12,7 @@ the channel. Connections, retries, routing and the messages themselves are kombu
 Chosen by CELERY_BROKER_TRANSPORT for `redis://` broker URLs (tenant_platform.settings.base).
 """
 
+import weakref
 from typing import Any, cast
 
 from kombu.transport import redis as kombu_redis
@@ -43,12 +44,16 @@ class Transport(kombu_redis.Transport):
 
 # --- Publishing a task straight onto its queue's list ---------------------------------------------
 
-# The options Herald's Redis broker runs with that the direct path can take: it writes the
-# message to the queue's list under its bare name, as kombu does with no key prefix (a priority
-# of 0 is the bare name whatever the priority steps).
-_DIRECT_OPTIONS_IGNORED = frozenset(
-    {"visibility_timeout", "polling_interval", "socket_timeout", "socket_connect_timeout"}
-)
+# Broker transport options the direct path can ignore: it writes the message to the queue's list
+# under its bare name, as kombu does with no key prefix (a priority of 0 is the bare name whatever
+# the priority steps); these two only concern consumers.
+_DIRECT_OPTIONS_IGNORED = frozenset({"visibility_timeout", "polling_interval"})
+# An LPUSH answers in well under a millisecond. A broker that has not connected or answered within
+# these is down for this purpose: the publish fails, after one more try, in at most about 2 s, and
+# the deliveries stay queued in the database for the sweeper.
+CONNECT_TIMEOUT = 0.5
+ANSWER_TIMEOUT = 1.0
+RETRY_AFTER = 0.2
 _EMBED: dict[str, None] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
@@ -66,10 +71,11 @@ class DirectPublisher:
 
     Only for what it models: no countdown, ETA, expiry, priority, link or group (the caller uses
     apply_async for those), and only on Herald's Redis transport without a key prefix; `for_app`
-    answers None otherwise. A Redis error is raised to the caller, as apply_async's would be,
-    after the same bounded retries (CELERY_TASK_PUBLISH_RETRY_POLICY) so a request never hangs on
-    a broker outage. Observability hooks on apply_async (an APM's publish spans) don't see these
-    messages.
+    answers None otherwise, and `takes` says no while anything but Herald's tenant stamp listens
+    to Celery's publish signals (it would be skipped). A Redis error is raised to the caller, as
+    apply_async's would be, after one more try and within about 2 s (CONNECT_TIMEOUT,
+    ANSWER_TIMEOUT), so a request never hangs on a broker outage. Observability hooks that wrap
+    apply_async itself (an APM's publish spans) don't see these messages.
     """
 
     def __init__(self, app: Any) -> None:
@@ -91,7 +97,34 @@ class DirectPublisher:
             return None
         if conf.task_always_eager or conf.task_send_sent_event or conf.task_inherit_parent_priority:
             return None
+        message_shape = (
+            conf.task_serializer,
+            conf.task_compression,
+            conf.task_protocol,
+            conf.task_default_priority,
+        )
+        if message_shape != ("json", None, 2, None):
+            return None
+        if conf.task_default_delivery_mode not in ("persistent", 2):
+            return None
         return cls(app)
+
+    @staticmethod
+    def takes(task: Any) -> bool:
+        """Whether the direct path may publish `task` now: nothing but Herald's tenant stamp
+        listens to Celery's publish signals (a receiver connected later would be skipped)."""
+        from celery import signals
+
+        from tenants.task_tenancy import stamp_tenant_header
+
+        if signals.after_task_publish.has_listeners(task.name):
+            return False
+        for _, receiver in signals.before_task_publish.receivers:
+            if isinstance(receiver, weakref.ReferenceType):
+                receiver = receiver()
+            if receiver is not None and receiver is not stamp_tenant_header:
+                return False
+        return True
 
     def client(self) -> Any:
         if self._client is None:
@@ -99,15 +132,12 @@ class DirectPublisher:
             from redis.backoff import ConstantBackoff
             from redis.retry import Retry
 
-            policy = self.app.conf.task_publish_retry_policy or {}
+            conf = self.app.conf
             self._client = redis.Redis.from_url(
-                self.app.conf.broker_url,
-                socket_connect_timeout=2,
-                socket_timeout=5,
-                retry=Retry(
-                    ConstantBackoff(float(policy.get("interval_step", 0.2))),
-                    int(policy.get("max_retries", 2)),
-                ),
+                conf.broker_write_url or conf.broker_url,  # where Celery's producers write
+                socket_connect_timeout=CONNECT_TIMEOUT,
+                socket_timeout=ANSWER_TIMEOUT,
+                retry=Retry(ConstantBackoff(RETRY_AFTER), 1),
             )  # redis-py's pool reconnects after a fork: one per process is safe
         return self._client
 

@@ -129,3 +129,67 @@ def test_a_worker_runs_a_direct_message_in_the_tenant_it_was_signed_for(
     task_id = _direct().publish(record_schema, (mark,), "default", "beta")
     assert AsyncResult(task_id, app=app).get(timeout=RESULT_TIMEOUT) == "beta"
     assert schemas_holding(personas, mark) == {"beta"}
+
+
+def test_the_send_path_publishes_directly_unless_something_else_listens_to_publishing() -> None:
+    from celery import signals
+
+    from notifications import pipeline
+
+    direct = pipeline._direct_publisher()
+    assert direct is not None
+    assert direct.takes(send_deliveries)
+
+    def listener(**_: Any) -> None:
+        pass
+
+    signals.before_task_publish.connect(listener, weak=False)
+    try:
+        assert not direct.takes(send_deliveries)  # it would be skipped: apply_async runs it
+    finally:
+        signals.before_task_publish.disconnect(listener)
+    assert direct.takes(send_deliveries)
+
+
+@pytest.fixture
+def silent_broker() -> Iterator[str]:
+    """A broker URL whose server takes connections and never answers."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)  # connections complete in the kernel; nothing ever reads them
+    try:
+        yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+    finally:
+        server.close()
+
+
+def test_a_broker_that_never_answers_fails_a_publish_within_seconds(silent_broker: str) -> None:
+    import time
+
+    other = Celery("herald-direct-silent", set_as_current=False)
+    other.conf.update({"broker_url": silent_broker, "broker_transport": "tenant_platform.broker:Transport"})
+    direct = DirectPublisher.for_app(other)
+    assert direct is not None
+    started = time.monotonic()
+    with pytest.raises(redis.RedisError):
+        direct.publish(send_deliveries, (["d-1"],), "critical", "alpha")
+    assert time.monotonic() - started < 4
+
+
+def test_with_the_broker_silent_the_other_batches_are_not_waited_for_again(
+    silent_broker: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import time
+
+    from notifications import pipeline
+
+    other = Celery("herald-direct-silent", set_as_current=False)
+    other.conf.update({"broker_url": silent_broker, "broker_transport": "tenant_platform.broker:Transport"})
+    monkeypatch.setattr(pipeline, "_direct_publisher", lambda: DirectPublisher.for_app(other))
+    ids = [str(uuid.uuid4()) for _ in range(300)]
+    started = time.monotonic()
+    pipeline.enqueue_all({"critical": ids}, schema="alpha")  # three batches of 100
+    assert time.monotonic() - started < 4
+    assert caplog.text.count("could not enqueue 100 deliveries") == 1
