@@ -19,7 +19,7 @@ from typing import Any
 
 from channels_redis.core import RedisChannelLayer
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("channels_redis.core")  # where channels_redis reports the same
 
 # KEYS: the channels' message keys. ARGV: a serialized message per key, then a capacity per key,
 # then now and the expiry. A channel at capacity drops the message (counted), as channels_redis does.

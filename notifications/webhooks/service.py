@@ -4,8 +4,10 @@ The tenant's active endpoints (ids and status filters only, no secrets) are cach
 process (tenants.process_cache), so a batch of events of a tenant without webhooks costs neither a
 query nor a Redis round trip (a Redis cache read was a fiftieth of an API request). Any change to
 an endpoint drops this process's entries at once and, when its transaction commits, every other
-process's within TENANT_CACHE_CHECK_INTERVAL (1 s); an entry is read again after
-ENDPOINTS_MAX_AGE in any case.
+process's within TENANT_CACHE_CHECK_INTERVAL (1 s): a new or re-enabled endpoint gets the events
+committed from about a second after it was saved (those another process handles in that second
+are not written for it). An entry is read again after ENDPOINTS_MAX_AGE in any case, which bounds
+a change whose invalidation could not reach Redis.
 """
 
 import json
@@ -29,7 +31,7 @@ from .models import Endpoint, MessageStatus, WebhookMessage
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS_MAX_AGE = 300.0  # seconds
+ENDPOINTS_MAX_AGE = 30.0  # seconds
 TEST_EVENT_TYPE = "webhook.test"
 Endpoints = list[tuple[str, frozenset[str]]]
 _endpoints: ProcessCache[str, Endpoints] = ProcessCache(

@@ -383,7 +383,7 @@ def test_a_tenants_endpoints_are_read_once_per_process_until_one_changes(
     with schema_context(schema):
         assert service.active_endpoints() == []
         with CaptureQueriesContext(connection) as queries:
-            assert service.active_endpoints() == []  # kept: no query (and no Redis read of its own)
+            assert service.active_endpoints() == []  # kept: no query
         assert len(queries) == 0
     endpoint = add_endpoint(personas.beta, receiver, "/new")  # saved: every process drops its copy
     with schema_context(schema):
