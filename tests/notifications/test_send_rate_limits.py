@@ -16,6 +16,7 @@ from notifications.fanout import SEND_BATCH
 from tenants.schemas import use_public
 from tests.conftest import Personas, Process, wait_until
 from tests.fakes.smtp_server import FakeSmtpServer
+from tests.notifications.test_fairness import broadcast
 
 pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("live_db")]
 
@@ -127,6 +128,20 @@ def addresses(smtp_server: FakeSmtpServer, tag: str) -> list[str]:
 REQUEST_BATCH = 100  # pipeline.enqueue_all's batch size for requests
 
 
+def betas_go_out_while_alphas_wait(
+    releases: "Releases", smtp_server: FakeSmtpServer, tag: str, betas: int, alphas: int
+) -> None:
+    """Beta's `betas` mails go out while alpha still has held batches; then all `alphas` of alpha's."""
+
+    def beta_sent() -> bool:
+        releases.held()  # alpha's list is watched meanwhile
+        return sent_to(smtp_server, f"b{tag}") == betas
+
+    wait_until(beta_sent, timeout=30)
+    assert releases.held() > 0, "alpha's held batches were all released before beta's went out"
+    wait_until(lambda: releases.held() == 0 and sent_to(smtp_server, f"a{tag}") == alphas, timeout=90)
+
+
 def test_a_rate_limited_tenants_held_notifications_are_released_at_its_rate_and_all_go_out(
     worker: Process, smtp_server: FakeSmtpServer, personas: Personas, limit_alpha_emails: LimitEmails
 ) -> None:
@@ -146,14 +161,7 @@ def test_a_rate_limited_tenants_held_notifications_are_released_at_its_rate_and_
     releases = Releases("normal", backlog // REQUEST_BATCH, REQUEST_BATCH, rate, burst, started)
     assert releases.held() > 0, "alpha's backlog is not held"
     batch(personas.beta, f"b{tag}", 200)
-
-    def beta_sent() -> bool:
-        releases.held()  # alpha's list is watched meanwhile
-        return sent_to(smtp_server, f"b{tag}") == 200
-
-    wait_until(beta_sent, timeout=30)
-    assert releases.held() > 0, "alpha's held batches were all released before beta's went out"
-    wait_until(lambda: releases.held() == 0 and sent_to(smtp_server, f"a{tag}") == backlog, timeout=90)
+    betas_go_out_while_alphas_wait(releases, smtp_server, tag, 200, backlog)
     # Ahead of the limit at most: a request's first BOUND batches, sent straight to a quiet queue,
     # and BOUND released before the first of those met the limit, give or take one for timing.
     assert releases.worst <= 2 * dispatch.BOUND + 1, (
@@ -161,14 +169,6 @@ def test_a_rate_limited_tenants_held_notifications_are_released_at_its_rate_and_
     )
     alpha = addresses(smtp_server, f"a{tag}")
     assert len(alpha) == len(set(alpha)) == backlog  # each once
-
-
-def broadcast(persona: Any, tag: str, n: int) -> str:
-    recipients = [{"external_id": f"{tag}-{i}", "email": f"{tag}-{i}@example.com"} for i in range(n)]
-    body = {"channels": ["email"], "subject": "S", "body": "B", "recipients": recipients}
-    response = persona.client().post("/api/v1/broadcasts", json.dumps(body), content_type="application/json")
-    assert response.status_code == 202, response.content
-    return str(response.json()["url"])
 
 
 def test_a_rate_limited_tenants_held_broadcast_is_released_at_its_rate_while_anothers_goes_out(
@@ -186,14 +186,7 @@ def test_a_rate_limited_tenants_held_broadcast_is_released_at_its_rate_while_ano
     releases = Releases("bulk", recipients // SEND_BATCH, SEND_BATCH, rate, burst, started)
     assert releases.held() > 0, "alpha's broadcast is not held"
     broadcast(personas.beta, f"b{tag}", 50)
-
-    def beta_sent() -> bool:
-        releases.held()  # alpha's list is watched meanwhile
-        return sent_to(smtp_server, f"b{tag}") == 50
-
-    wait_until(beta_sent, timeout=30)
-    assert releases.held() > 0, "alpha's held batches were all released before beta's went out"
-    wait_until(lambda: releases.held() == 0 and sent_to(smtp_server, f"a{tag}") == recipients, timeout=90)
+    betas_go_out_while_alphas_wait(releases, smtp_server, tag, 50, recipients)
     # Ahead of the limit at most: the BOUND released at its turn (the first of them goes, the
     # others meet the limit and are published again for later), and as many as the worker has
     # processes (2), released while it has taken batches from the queue but not yet seen the limit.
