@@ -77,12 +77,18 @@ if redis.call("LLEN", KEYS[1]) == 0 then redis.call("SREM", KEYS[2], ARGV[1]) en
 return batch
 """
 
+# Sets `now`: milliseconds on Redis's clock (so every host agrees), for the scripts below.
+_NOW_LUA = """
+local clock = redis.call("TIME")
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+"""
+
 # A tenant's next turn, in milliseconds on Redis's clock (so every host agrees); the latest note
 # wins. Turns already past are dropped, and the whole set goes when the last note has run out.
 # ARGV: schema, wait (ms), NEXT_TURN_MAX_MS.
-_NEXT_TURN_LUA = """
-local clock = redis.call("TIME")
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+_NEXT_TURN_LUA = (
+    _NOW_LUA
+    + """
 local longest = tonumber(ARGV[3])
 local at = now + math.min(tonumber(ARGV[2]), longest)
 local noted = redis.call("ZSCORE", KEYS[1], ARGV[1])
@@ -90,15 +96,17 @@ if not noted or tonumber(noted) < at then redis.call("ZADD", KEYS[1], string.for
 redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", string.format("%.0f", now))
 redis.call("PEXPIRE", KEYS[1], longest)
 """
+)
 
 # The tenants with batches held (KEYS[1]), and the tenants whose next turn (KEYS[2]) is later.
-_TENANTS_LUA = """
+_TENANTS_LUA = (
+    _NOW_LUA
+    + """
 local tenants = redis.call("SMEMBERS", KEYS[1])
 if #tenants == 0 then return {tenants, {}} end
-local clock = redis.call("TIME")
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 return {tenants, redis.call("ZRANGEBYSCORE", KEYS[2], string.format("(%.0f", now), "+inf")}
 """
+)
 
 
 def _list_key(priority: str, schema: str) -> str:
@@ -175,9 +183,9 @@ SEEN_FOR = 0.1
 # KEYS: heartbeat, contended flag, tenants with batches held, next turns. Returns {alive, crowded,
 # the tenants whose next turn is later}. Held batches of tenants waiting for their turn crowd
 # nobody: the dispatcher would not release them now anyway.
-_LOOK_LUA = """
-local clock = redis.call("TIME")
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+_LOOK_LUA = (
+    _NOW_LUA
+    + """
 local waiting = redis.call("ZRANGEBYSCORE", KEYS[4], string.format("(%.0f", now), "+inf")
 local crowded = redis.call("EXISTS", KEYS[2])
 if crowded == 0 and redis.call("SCARD", KEYS[3]) > #waiting then
@@ -191,6 +199,7 @@ elseif crowded == 0 then
 end
 return {redis.call("EXISTS", KEYS[1]), crowded, waiting}
 """
+)
 
 
 @lru_cache(maxsize=1)

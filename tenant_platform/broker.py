@@ -12,10 +12,19 @@ the channel. Connections, retries, routing and the messages themselves are kombu
 Chosen by CELERY_BROKER_TRANSPORT for `redis://` broker URLs (tenant_platform.settings.base).
 """
 
+import base64
+import uuid
 import weakref
 from typing import Any, cast
 
+import redis
+from celery import signals
+from celery.utils.nodenames import anon_nodename
+from celery.utils.saferepr import saferepr
 from kombu.transport import redis as kombu_redis
+from kombu.utils.json import dumps
+from redis.backoff import ConstantBackoff
+from redis.retry import Retry
 
 
 class Channel(kombu_redis.Channel):
@@ -82,11 +91,8 @@ class DirectPublisher:
         self.app = app
         self._client: Any = None
         # Read once: each read of Celery's configuration is a chain of lookups.
-        self.repr_limits = (
-            app.amqp.argsrepr_maxsize,
-            app.amqp.kwargsrepr_maxsize,
-            app.conf.task_repr_maxlevels,
-        )
+        self.args_max, self.levels = app.amqp.argsrepr_maxsize, app.conf.task_repr_maxlevels
+        self.kwargsrepr = saferepr({}, app.amqp.kwargsrepr_maxsize, maxlevels=self.levels)  # never any
 
     @classmethod
     def for_app(cls, app: Any) -> "DirectPublisher | None":
@@ -113,9 +119,7 @@ class DirectPublisher:
     def takes(task: Any) -> bool:
         """Whether the direct path may publish `task` now: nothing but Herald's tenant stamp
         listens to Celery's publish signals (a receiver connected later would be skipped)."""
-        from celery import signals
-
-        from tenants.task_tenancy import stamp_tenant_header
+        from tenants.task_tenancy import stamp_tenant_header  # Django's: not when kombu loads this
 
         if signals.after_task_publish.has_listeners(task.name):
             return False
@@ -128,10 +132,6 @@ class DirectPublisher:
 
     def client(self) -> Any:
         if self._client is None:
-            import redis
-            from redis.backoff import ConstantBackoff
-            from redis.retry import Retry
-
             conf = self.app.conf
             self._client = redis.Redis.from_url(
                 conf.broker_write_url or conf.broker_url,  # where Celery's producers write
@@ -143,14 +143,7 @@ class DirectPublisher:
 
     def publish(self, task: Any, args: tuple[Any, ...], queue: str, schema: str) -> str:
         """LPUSH task(*args) onto `queue` for tenant `schema`; the message's task id."""
-        import base64
-        import uuid
-
-        from celery.utils.nodenames import anon_nodename
-        from celery.utils.saferepr import saferepr
-        from kombu.utils.json import dumps
-
-        from tenants.task_tenancy import SCHEMA_HEADER, SIGNATURE_HEADER, sign
+        from tenants.task_tenancy import SCHEMA_HEADER, SIGNATURE_HEADER, sign  # as in `takes`
 
         task = getattr(task, "_get_current_object", lambda: task)()  # not through a shared_task's proxy
         task_id = str(uuid.uuid4())
@@ -159,7 +152,6 @@ class DirectPublisher:
         if parent is not None and parent.request.id:
             root_id = parent.request.root_id or parent.request.id
             parent_id = parent.request.id
-        args_max, kwargs_max, levels = self.repr_limits
         headers: dict[str, Any] = {
             "lang": "py",
             "task": task.name,
@@ -173,8 +165,8 @@ class DirectPublisher:
             "timelimit": [task.time_limit, task.soft_time_limit],
             "root_id": root_id,
             "parent_id": parent_id,
-            "argsrepr": saferepr(args, args_max, maxlevels=levels),
-            "kwargsrepr": saferepr({}, kwargs_max, maxlevels=levels),
+            "argsrepr": saferepr(args, self.args_max, maxlevels=self.levels),
+            "kwargsrepr": self.kwargsrepr,
             "origin": anon_nodename(),
             "ignore_result": task.ignore_result,
             "replaced_task_nesting": 0,
