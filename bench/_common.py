@@ -59,6 +59,7 @@ FINISHED_KEY = "bench:finished"
 PLAIN_QUEUE = "bench.plain"
 BASELINE_TABLE = "bench_baseline_delivery"
 BARE_TABLE = "bench_bare_row"
+FLOOR_QUEUE = "bench:floor"  # the floor view's list (bench/api.py); nothing reads it
 SUBJECT = "Your weekly digest"
 TEXT = "Hello {{ name }}, here is what happened this week on Herald. " * 4
 
@@ -917,7 +918,31 @@ def _bare_urlpatterns() -> list[Any]:
                 )
             return Response({"id": str(row_id)}, status=202)
 
-    return [path("bench/bare", BareInsert.as_view()), *herald]
+    class FloorAccept(APIView):
+        """Only the I/O the issue itself asks of every accepted notification, with nothing else:
+        Herald's API key authentication (which switches to the tenant's schema), its per-key
+        request limit and Idempotency-Key hook (the default classes), the JSON body parsed, a
+        notification row and a delivery row written in one transaction before anything is
+        enqueued, and one message pushed onto a Redis list after the commit. No validation,
+        recipient, rendering, events, live update or webhook: a floor under what Herald's
+        POST /api/v1/notifications can cost, to read its ratio to the bare view against."""
+
+        def post(self, request: Request) -> Response:
+            from django.db import transaction
+
+            from tenants.redis_client import get_redis
+
+            notification_id, delivery_id = str(uuid.uuid4()), str(uuid.uuid4())
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(
+                    f"INSERT INTO public.{BARE_TABLE} (id, body, created_at) VALUES (%s, %s, now()), "
+                    "(%s, %s, now())",
+                    [notification_id, json.dumps(request.data), delivery_id, '{"channel": "email"}'],
+                )
+            get_redis().lpush(FLOOR_QUEUE, delivery_id)
+            return Response({"id": notification_id}, status=202)
+
+    return [path("bench/bare", BareInsert.as_view()), path("bench/floor", FloorAccept.as_view()), *herald]
 
 
 @contextlib.contextmanager
