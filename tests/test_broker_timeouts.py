@@ -10,12 +10,14 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
+from celery.backends.redis import RedisBackend
 from django.conf import settings
 from django_tenants.utils import schema_context
 from kombu import Consumer, Producer, Queue
 from kombu.exceptions import OperationalError
 from kombu.transport.redis import Transport as KombuRedisTransport
 
+from notifications.fanout import plan_broadcast
 from notifications.tasks import send_deliveries
 from tenant_platform.celery import app
 from tests.conftest import Broker
@@ -76,6 +78,27 @@ def test_a_publish_on_a_connection_whose_broker_then_froze_gives_up_within_secon
             took, raised = timed(lambda: publish_later(connection))
     assert isinstance(raised, OperationalError), raised
     assert took < PUBLISH_GIVES_UP_WITHIN
+
+
+def test_a_broadcasts_fan_out_is_published_without_waiting_on_the_result_store(
+    broker: Broker, silent_broker: str
+) -> None:
+    """The API publishes a broadcast's plan (fanout.start). apply_async of a task whose result is
+    kept first subscribes to that result on the result store, by default the broker's own Redis:
+    a silent one held the request there 120 s per try, whatever the broker's timeouts."""
+
+    def publish() -> None:
+        # This thread's result store only (Celery keeps one per thread): one that never answers.
+        app._backend = RedisBackend(app=app, url=silent_broker)  # type: ignore[attr-defined]
+        with schema_context("alpha"):
+            # celery-types lacks apply_async's `connection` option, which Celery accepts.
+            plan_broadcast.apply_async(  # type: ignore[call-arg]
+                args=(str(uuid.uuid4()),), queue="default", connection=connection
+            )
+
+    with app.connection_for_write(broker.url) as connection:
+        _, raised = timed(publish)  # within PUBLISH_GIVES_UP_WITHIN: it never waited
+    assert raised is None, raised
 
 
 def test_a_consumer_waits_on_an_empty_queue_for_longer_than_the_socket_timeout(broker: Broker) -> None:
