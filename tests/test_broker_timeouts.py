@@ -10,6 +10,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
+import redis
 from celery.backends.redis import RedisBackend
 from django.conf import settings
 from django_tenants.utils import schema_context
@@ -17,6 +18,7 @@ from kombu import Consumer, Producer, Queue
 from kombu.exceptions import OperationalError
 from kombu.transport.redis import Transport as KombuRedisTransport
 
+from notifications.dispatch import Dispatcher
 from notifications.fanout import plan_broadcast
 from notifications.tasks import send_deliveries
 from tenant_platform.celery import app
@@ -99,6 +101,18 @@ def test_a_broadcasts_fan_out_is_published_without_waiting_on_the_result_store(
     with app.connection_for_write(broker.url) as connection:
         _, raised = timed(publish)  # within PUBLISH_GIVES_UP_WITHIN: it never waited
     assert raised is None, raised
+
+
+def test_the_fair_dispatcher_gives_up_counting_a_silent_brokers_queue_within_seconds(
+    silent_broker: str, settings: Any
+) -> None:
+    """The dispatcher counts each queue on the broker 20 times a second; an error there is logged
+    and it starts again a second later with a new connection, once the broker answers again."""
+    settings.CELERY_BROKER_URL = silent_broker
+    dispatcher = Dispatcher()
+    took, raised = timed(lambda: dispatcher.queued("bulk"))
+    assert isinstance(raised, (OperationalError, redis.RedisError)), raised
+    assert took < PUBLISH_GIVES_UP_WITHIN
 
 
 def test_a_consumer_waits_on_an_empty_queue_for_longer_than_the_socket_timeout(broker: Broker) -> None:
