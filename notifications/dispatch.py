@@ -263,8 +263,15 @@ def holding(schema: str, priority: str) -> bool:
 
 def _broker() -> Connection:
     """A broker connection with Celery's transport (for redis://, the one that keeps its Redis
-    client: tenant_platform.broker), not kombu's default for the URL."""
-    return Connection(settings.CELERY_BROKER_URL, transport=settings.CELERY_BROKER_TRANSPORT)
+    client: tenant_platform.broker), not kombu's default for the URL, and Celery's transport
+    options: without their socket timeouts a count on a broker that stopped answering waited as
+    long as it was silent (for ever on a connection a failover left half-open), and the
+    dispatcher released nothing meanwhile."""
+    return Connection(
+        settings.CELERY_BROKER_URL,
+        transport=settings.CELERY_BROKER_TRANSPORT,
+        transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+    )
 
 
 class Dispatcher:

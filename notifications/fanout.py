@@ -131,7 +131,11 @@ def start(broadcast_id: str, schema: str) -> None:
         log.warning("could not start broadcast %s; the sweeper will", broadcast_id, exc_info=True)
 
 
-@shared_task(name="notifications.plan_broadcast", soft_time_limit=300, time_limit=360)
+# No result kept: nothing reads it, and apply_async of a task whose result is kept first
+# subscribes to that result on the result backend (by default the broker's Redis): on a silent
+# Redis that held the API's request for minutes (Celery's 120 s per read, retried up to 20
+# times), however short the broker's own timeouts.
+@shared_task(name="notifications.plan_broadcast", ignore_result=True, soft_time_limit=300, time_limit=360)
 def plan_broadcast(broadcast_id: str) -> int:
     """Cut a topic's subscribers into chunks if needed, then run the chord over pending chunks."""
     broadcast = Broadcast.objects.get(pk=broadcast_id)

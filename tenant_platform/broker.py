@@ -55,8 +55,11 @@ class Transport(kombu_redis.Transport):
 
 # Broker transport options the direct path can ignore: it writes the message to the queue's list
 # under its bare name, as kombu does with no key prefix (a priority of 0 is the bare name whatever
-# the priority steps); these two only concern consumers.
-_DIRECT_OPTIONS_IGNORED = frozenset({"visibility_timeout", "polling_interval"})
+# the priority steps). The first two only concern consumers; the socket timeouts (settings.base)
+# only how long kombu's connections wait, and this path keeps shorter ones of its own (below).
+_DIRECT_OPTIONS_IGNORED = frozenset(
+    {"visibility_timeout", "polling_interval", "socket_timeout", "socket_connect_timeout"}
+)
 # An LPUSH answers in well under a millisecond. A broker that has not connected or answered within
 # these is down for this purpose: the publish fails, after one more try, in at most about 2 s, and
 # the deliveries stay queued in the database for the sweeper.

@@ -5,11 +5,13 @@ tenant's key). Tenants are provisioned once per session in the test database and
 """
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,6 +252,17 @@ class Broker:
             self.proc.wait(timeout=10)
             self.proc = None
 
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The server stopped in its tracks (SIGSTOP), its connections open: the kernel still
+        completes new ones and takes what is written, and nothing answers."""
+        assert self.proc is not None, "start it first"
+        self.proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.proc.send_signal(signal.SIGCONT)
+
 
 def port_open(port: int) -> bool:
     with socket.socket() as s:
@@ -261,3 +274,17 @@ def broker() -> Iterator[Broker]:
     b = Broker().start()
     yield b
     b.stop()
+
+
+@pytest.fixture
+def silent_broker() -> Iterator[str]:
+    """A Redis broker URL whose server takes connections and never answers (a frozen server).
+    Closing it at the end resets the connections it never read, so a publish still waiting on
+    one fails then."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)  # connections complete in the kernel; nothing ever reads them
+    try:
+        yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+    finally:
+        server.close()

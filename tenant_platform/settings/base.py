@@ -157,6 +157,39 @@ def broker_transport(url: str) -> str | None:
 
 
 CELERY_BROKER_TRANSPORT = broker_transport(CELERY_BROKER_URL)  # again wherever the URL changes
+# How long talking to the broker may take (seconds). kombu's Redis transport sets no socket
+# timeouts at all (it passes None, overriding redis-py's own 5 s): against a broker that takes
+# connections and never answers (a frozen server, a failover that left connections half-open)
+# apply_async waited for ever, holding the web request or the worker that published (still waiting
+# after 500 s), and one whose connections go unanswered (a black-holed address) over 100 s. A
+# refused connection (broker down) already failed in 0.2 s.
+# - BROKER_SOCKET_TIMEOUT bounds each answer. A healthy Redis answers in well under a
+#   millisecond. It stays above a worker's BRPOP wait, which the server holds for kombu's
+#   brpop_timeout (1 s, or the `polling_interval` transport option when set) before answering nil.
+#   kombu only reads that answer once poll() finds it there, so a shorter timeout would not cut a
+#   live BRPOP short either (a worker given 0.3 s idled and consumed normally), but one above the
+#   wait stays safe even for a read that starts with the command (tests/test_broker_timeouts.py).
+# - BROKER_CONNECT_TIMEOUT bounds a TCP connect.
+# With the publish retry policy below, apply_async on a silent Redis gives up after 2 or 3
+# answers missed: about 3 s on a new connection, 4.5 s on one that was working when the broker
+# froze, 2 s when connecting times out. TCP keepalive would add nothing: the BRPOP connection is
+# never idle, kombu checks the pub/sub one every 25 s, and redis-py PINGs a pooled connection
+# idle that long before using it.
+BROKER_CONNECT_TIMEOUT = env.float("BROKER_CONNECT_TIMEOUT", default=1.0)
+BROKER_SOCKET_TIMEOUT = env.float("BROKER_SOCKET_TIMEOUT", default=1.5)
+
+
+def broker_transport_options(url: str) -> dict[str, Any]:
+    """kombu's transport options for this broker URL: the timeouts above for Redis (redis://,
+    rediss://, sentinel://, redis+socket://). RabbitMQ needs none: py-amqp bounds connecting and
+    its handshake by CELERY_BROKER_CONNECTION_TIMEOUT (Celery's 4 s), and a publish waits for no
+    answer."""
+    if url.partition("://")[0].split("+", 1)[0] in ("redis", "rediss", "sentinel"):
+        return {"socket_connect_timeout": BROKER_CONNECT_TIMEOUT, "socket_timeout": BROKER_SOCKET_TIMEOUT}
+    return {}
+
+
+CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL)  # again with the URL
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_SERIALIZER = "json"
@@ -179,9 +212,12 @@ CELERY_TASK_QUEUES = tuple(
     for name in dict.fromkeys(("critical", "high", "default", "bulk", WEBHOOK_QUEUE))
 )
 # A publish that cannot reach the broker gives up quickly: the database holds the work and
-# the sweeper re-enqueues it, so an API request must not hang on a broker outage.
+# the sweeper re-enqueues it, so an API request must not hang on a broker outage. One retry: it
+# is what gets a publish through on a fresh connection after a dropped one (an idle connection
+# cut by a load balancer); each further try at a silent broker only cost another socket timeout
+# or two (with 2 retries: 4.5 s on a new connection, 6 s on a frozen one).
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
-    "max_retries": 2,
+    "max_retries": 1,
     "interval_start": 0,
     "interval_step": 0.2,
     "interval_max": 0.5,

@@ -1,7 +1,7 @@
 """pytest: real PostgreSQL and Redis, isolated from a running dev stack."""
 
 from .base import *  # noqa: F403
-from .base import broker_transport, env
+from .base import broker_transport, broker_transport_options, env
 
 DEBUG = False
 SECRET_KEY = SECRET_KEY or "test-only-secret-key-not-for-production"  # noqa: F405
@@ -15,6 +15,7 @@ CACHES["default"]["LOCATION"] = REDIS_URL  # noqa: F405
 CHANNEL_LAYERS["default"]["CONFIG"] = {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]}  # noqa: F405
 CELERY_BROKER_URL = env.str("TEST_CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_BROKER_TRANSPORT = broker_transport(CELERY_BROKER_URL)
+CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL)
 CELERY_RESULT_BACKEND = REDIS_URL
 TENANT_CACHE_CHECK_INTERVAL = 0.0
 CELERY_IMPORTS = ["tests.probe_tasks"]

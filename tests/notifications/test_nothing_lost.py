@@ -11,6 +11,8 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from notifications.models import Broadcast, BroadcastStatus, Delivery, DeliveryS
 from notifications.tasks import send_deliveries, sweep_stuck_deliveries
 from tests.conftest import Broker, Personas, Process, celery_bin, port_open, service_env, wait_until
 from tests.fakes.smtp_server import FakeSmtpServer, free_port
+from tests.test_broker_timeouts import PUBLISH_GIVES_UP_WITHIN
 
 pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("live_db")]
 
@@ -42,13 +45,12 @@ def delivered(personas: Personas, delivery_id: str) -> Delivery:
     return result
 
 
-def post_while_the_broker_is_down(
-    smtp_server: FakeSmtpServer, personas: Personas, broker: Broker, path: str, body: dict[str, Any]
-) -> tuple[dict[str, Any], str]:
-    """POST to a web process of its own whose broker is then stopped; (answer, its log)."""
+@contextmanager
+def web_process(smtp_server: FakeSmtpServer, broker_url: str, name: str) -> Iterator[tuple[int, Process]]:
+    """A web process of its own publishing to `broker_url`: (its port, the process)."""
     port = free_port()
     web = Process(
-        "web-broker-outage",
+        name,
         [
             str(Path(sys.executable).parent / "uvicorn"),
             "tenant_platform.asgi:application",
@@ -57,26 +59,38 @@ def post_while_the_broker_is_down(
             "--log-level",
             "warning",
         ],
-        service_env(smtp_server.url, TEST_CELERY_BROKER_URL=broker.url),
+        service_env(smtp_server.url, TEST_CELERY_BROKER_URL=broker_url),
     )
     try:
         wait_until(lambda: port_open(port), timeout=30)
+        yield port, web
+    finally:
+        web.stop()
+
+
+def post_as_alpha(personas: Personas, port: int, path: str, body: dict[str, Any]) -> requests.Response:
+    return requests.post(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body),
+        timeout=30,
+        headers={
+            "Host": "alpha.localhost",
+            "Authorization": f"Bearer {personas.alpha.api_key}",
+            "Content-Type": "application/json",
+        },
+    )
+
+
+def post_while_the_broker_is_down(
+    smtp_server: FakeSmtpServer, personas: Personas, broker: Broker, path: str, body: dict[str, Any]
+) -> tuple[dict[str, Any], str]:
+    """POST to a web process of its own whose broker is then stopped; (answer, its log)."""
+    with web_process(smtp_server, broker.url, "web-broker-outage") as (port, web):
         broker.stop()  # the web process's broker goes away
-        response = requests.post(
-            f"http://127.0.0.1:{port}{path}",
-            data=json.dumps(body),
-            timeout=30,
-            headers={
-                "Host": "alpha.localhost",
-                "Authorization": f"Bearer {personas.alpha.api_key}",
-                "Content-Type": "application/json",
-            },
-        )
+        response = post_as_alpha(personas, port, path, body)
         assert response.status_code == 202, response.text
         answer: dict[str, Any] = response.json()
         return answer, web.log()
-    finally:
-        web.stop()
 
 
 def test_a_post_during_a_broker_outage_is_accepted_and_delivered_once_afterwards(
@@ -239,3 +253,44 @@ def test_a_broadcast_accepted_during_a_broker_outage_is_fanned_out_by_the_sweepe
 
     wait_until(fanned_out_and_sent, timeout=60, interval=0.5)
     assert all(len(smtp_server.messages_to(a)) == 1 for a in addresses)
+
+
+def test_posts_while_the_broker_never_answers_are_accepted_within_seconds_and_left_for_the_sweepers(
+    smtp_server: FakeSmtpServer, personas: Personas, silent_broker: str
+) -> None:
+    """A broker that takes connections and never answers (frozen, or half-open after a failover):
+    a notification (published directly) and a broadcast (its fan-out published by apply_async)
+    are both answered 202 within seconds, and their work waits in the database for the sweepers."""
+    tag = uuid.uuid4().hex[:8]
+    notification = {
+        "recipient": {"external_id": f"silent-{tag}", "email": f"silent-{tag}@example.com"},
+        "channels": ["email"],
+        "subject": "Still here",
+        "body": "Hi",
+    }
+    broadcast = {
+        "recipients": [
+            {"external_id": f"bc-silent-{tag}-{i}", "email": f"bc-silent-{tag}-{i}@example.com"}
+            for i in range(3)
+        ],
+        "channels": ["email"],
+        "subject": "Still here",
+        "body": "Hi all",
+    }
+    answers: list[tuple[requests.Response, float]] = []
+    with web_process(smtp_server, silent_broker, "web-silent-broker") as (port, web):
+        for path, body in (("/api/v1/notifications", notification), ("/api/v1/broadcasts", broadcast)):
+            started = time.monotonic()
+            answers.append((post_as_alpha(personas, port, path, body), time.monotonic() - started))
+        log = web.log()
+    for response, took in answers:
+        assert response.status_code == 202, response.text
+        assert took < PUBLISH_GIVES_UP_WITHIN, (response.request.url, took)
+    assert "could not enqueue" in log
+    assert "could not start broadcast" in log
+    (notification_answer, _), (broadcast_answer, _) = answers
+    with schema_context("alpha"):
+        (delivery,) = Delivery.objects.filter(notification_id=notification_answer.json()["id"])
+        assert delivery.status == DeliveryStatus.QUEUED  # for sweep_stuck_deliveries
+        kept = Broadcast.objects.get(pk=broadcast_answer.json()["id"])
+        assert kept.status == BroadcastStatus.ACCEPTED  # for sweep_broadcasts
