@@ -192,3 +192,78 @@ def test_no_tenant_can_be_named_like_one_of_the_dispatchers_own_keys() -> None:
             if is_valid_schema_name(word):  # some slug would give this schema: it must be refused
                 with pytest.raises(InvalidSlug):
                     schema_for_slug(word.replace("_", "-"))
+
+
+@pytest.fixture
+def own_keys(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The dispatcher's Redis keys under a prefix of the test's own, with a dispatcher serving
+    critical, high and normal alive there: the real priorities can be held without the test
+    worker's dispatcher (if one runs) releasing what the test holds."""
+    own = f"herald:test-{uuid.uuid4().hex[:8]}:"
+    for name in ("_list_key", "_tenants_key", "_contended_key", "_next_turn_key", "_heartbeat_key"):
+        key = getattr(dispatch, name)
+        monkeypatch.setattr(dispatch, name, lambda *args, key=key: key(*args).replace("herald:fair:", own, 1))
+    monkeypatch.setattr(dispatch, "_seen", {})  # nothing this process saw of the real keys, nor left for it
+    monkeypatch.setattr(dispatch, "SEEN_FOR", 0.0)
+    for priority in ("critical", "high", "normal"):
+        get_redis().set(dispatch._heartbeat_key(priority), "1", ex=60)
+    yield
+    get_redis().delete(*get_redis().scan_iter(f"{own}*"))
+
+
+@pytest.fixture(params=["critical", "high"])
+def urgent(request: pytest.FixtureRequest, own_keys: None) -> str:
+    priority: str = request.param
+    return priority
+
+
+def test_a_quiet_urgent_queue_takes_a_notification_straight_and_a_contended_one_holds_it(urgent: str) -> None:
+    """Critical and high are held as normal is: never on a quiet queue (no extra step for the
+    notification), and while their queue is contended, in the tenant's list for its turn."""
+    assert dispatch.hold("t1", urgent, BATCHES[:1]) == BATCHES[:1]
+    assert held(urgent, "t1") == []
+    assert dispatch.hold("t1", urgent, BATCHES) == BATCHES[: dispatch.BOUND]
+    assert held(urgent, "t1") == BATCHES[dispatch.BOUND :]
+    assert dispatch.hold("t2", urgent, BATCHES[:1]) == []  # t1's wait: so does t2's, for its turn
+    assert held(urgent, "t2") == BATCHES[:1]
+    get_redis().set(dispatch._contended_key(urgent), "1", px=5000)
+    assert dispatch.hold("t3", urgent, BATCHES[:1]) == []
+    assert held(urgent, "t3") == BATCHES[:1]
+
+
+def test_a_contended_urgent_queue_holds_nothing_without_a_dispatcher_serving_it(urgent: str) -> None:
+    """An older dispatcher (bulk and normal only) during a deploy has no heartbeat for critical
+    and high: nothing would release what was held, so it goes straight to the broker."""
+    get_redis().delete(dispatch._heartbeat_key(urgent))
+    get_redis().set(dispatch._contended_key(urgent), "1", px=5000)
+    assert dispatch.hold("t1", urgent, BATCHES) == BATCHES
+    assert held(urgent, "t1") == []
+
+
+def test_a_rate_limited_tenants_urgent_batches_wait_for_its_turn_and_crowd_no_one_else(urgent: str) -> None:
+    dispatch.next_turn_in("limited", urgent, 30)
+    assert dispatch.hold("limited", urgent, BATCHES[:1]) == []
+    assert held(urgent, "limited") == BATCHES[:1]
+    assert dispatch.hold("other", urgent, BATCHES[:1]) == BATCHES[:1]
+    assert dispatch.hold("limited", "normal", BATCHES[:1]) == BATCHES[:1]  # its turn is per priority
+
+
+def test_one_look_tells_a_process_about_every_priority_held_only_when_contended(
+    own_keys: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that has just looked for a normal request asks Redis nothing more for a critical
+    one: the look covers critical, high and normal in one round trip."""
+    monkeypatch.setattr(dispatch, "SEEN_FOR", 60.0)
+    assert dispatch.hold("t1", "normal", BATCHES[:1]) == BATCHES[:1]
+
+    def no_look() -> Any:
+        raise AssertionError("looked in Redis again")
+
+    monkeypatch.setattr(dispatch, "_look", no_look)
+    assert dispatch.hold("t1", "critical", BATCHES[:1]) == BATCHES[:1]
+    assert dispatch.hold("t1", "high", BATCHES[:1]) == BATCHES[:1]
+
+
+def test_the_dispatcher_serves_critical_then_high_then_normal_then_bulk() -> None:
+    assert dispatch.Dispatcher().priorities == ["critical", "high", "normal", "bulk"]
+    assert dispatch.Dispatcher(priorities=["bulk", "test-x", "high"]).priorities == ["high", "bulk", "test-x"]

@@ -7,7 +7,10 @@ from notifications.dispatch import BOUND, Dispatcher
 
 
 class Command(BaseCommand):
-    help = "Release bulk and normal work to the broker round-robin across tenants (run one per deployment)."
+    help = (
+        "Release bulk work, and critical, high and normal work while its queue is contended, to the broker "
+        "round-robin across tenants (run one per deployment)."
+    )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--bound", type=int, default=BOUND, help="messages allowed in the broker queue")
