@@ -54,10 +54,12 @@ from typing import Any
 
 import redis
 from django.conf import settings
+from django.db import DatabaseError, connection
 from kombu import Connection
 from kombu.exceptions import ChannelError
 from redis.commands.core import Script
 
+from tenants import registry
 from tenants.redis_client import get_redis
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,14 @@ _POP_LUA = """
 local batch = redis.call("LPOP", KEYS[1])
 if redis.call("LLEN", KEYS[1]) == 0 then redis.call("SREM", KEYS[2], ARGV[1]) end
 return batch
+"""
+
+# Forget a tenant's held batches of a priority (no active tenant has that schema); how many there were.
+_DROP_LUA = """
+local dropped = redis.call("LLEN", KEYS[1])
+redis.call("DEL", KEYS[1])
+redis.call("SREM", KEYS[2], ARGV[1])
+return dropped
 """
 
 # Sets `now`: milliseconds on Redis's clock (so every host agrees), for the scripts below.
@@ -314,6 +324,7 @@ class Dispatcher:
         self.cursors: dict[str, int] = {}  # per priority: where its next round-robin turn starts
         self.released: dict[str, list[str]] = {}  # per priority not ALWAYS_HELD: releases noted
         self.pop = get_redis().register_script(_POP_LUA)
+        self.drop = get_redis().register_script(_DROP_LUA)
         self.held_tenants = get_redis().register_script(_TENANTS_LUA)
         self.broker = _broker()
         self._sizer: Any = None  # kombu's Redis count (LLEN of each priority list), if the broker has it
@@ -397,6 +408,7 @@ class Dispatcher:
             # Tenants over their send rate limit sit their turns out (until their next turn): their
             # batches would only be published again for later, and the others' go meanwhile.
             tenants = sorted({m.decode() for m in held} - {m.decode() for m in later})
+            tenants = [schema for schema in tenants if self.active(priority, schema)]
             if not tenants and priority in ALWAYS_HELD:
                 continue  # nothing to release; the others still look whether their queue is contended
             room = self.room(priority, queue)
@@ -429,6 +441,31 @@ class Dispatcher:
                     released += 1
                     room -= 1
         return released
+
+    def active(self, priority: str, schema: str) -> bool:
+        """Whether `schema` is an active tenant's (the tenant cache the workers use); if not, its
+        held batches of `priority` are dropped, and said so in the log.
+
+        Released, each would be rejected by the worker's tenancy gate, and a tenant deactivated or
+        deleted with batches held would keep the queue contended: every tenant's new work of that
+        priority held behind batches that never run. Its deliveries stay queued rows in its schema:
+        the sweeper sends them if the tenant is active again.
+        """
+        try:
+            if registry.get_active_tenant(schema) is not None:
+                return True
+        except DatabaseError:  # cannot tell now: release them; the worker's gate decides
+            log.warning("fair dispatcher: could not look up tenant %.70r", schema, exc_info=True)
+            connection.close()  # a new one on the next look, should this one be broken
+            return True
+        dropped = self.drop(keys=[_list_key(priority, schema), _tenants_key(priority)], args=[schema])
+        log.warning(
+            "fair dispatcher: dropped %s held %s batches of %.70r, no active tenant (deliveries stay queued)",
+            dropped,
+            priority,
+            schema,
+        )
+        return False
 
     def put_back(self, priority: str, schema: str, raw: bytes) -> None:
         """Return a popped batch to the head of its tenant's list (its publish failed)."""

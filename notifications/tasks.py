@@ -20,8 +20,10 @@ from celery import shared_task
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
+from django.dispatch import receiver
 from django.utils import timezone
 
+from tenants import task_tenancy
 from tenants.schemas import current_schema, current_tenant
 
 from . import compose, dispatch, health, live, ratelimit, urgency
@@ -226,6 +228,16 @@ def send_deliveries(self: Any, delivery_ids: list[str], reserved: bool = False) 
     finally:
         urgency.done(noted)
         dispatch.release_ended(self.request.id)  # if the fair dispatcher released it
+
+
+@receiver(task_tenancy.tenant_gone, weak=False)
+def free_a_rejected_release(sender: str, task_id: Any = None, **_: Any) -> None:
+    """A send task whose tenant was deactivated or deleted since it was published is rejected
+    before its body runs: its place in the fair dispatcher's bound (if the dispatcher released it)
+    is freed here, not when its lease runs out, and its urgent-work note with it."""
+    if sender == send_deliveries.name and isinstance(task_id, str):
+        dispatch.release_ended(task_id)
+        urgency.done(task_id)
 
 
 def _send(delivery_ids: list[str]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from notifications import dispatch, pipeline, urgency
+from tenants import registry
 from tenants.redis_client import get_redis
 
 BATCHES = [[f"d{i}"] for i in range(10)]
@@ -112,7 +113,7 @@ def queue(priority: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def test_a_tenant_waiting_for_its_turn_is_skipped_and_the_others_are_released(
-    priority: str, queue: str
+    priority: str, queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A tenant over its send rate limit (its next turn noted by a send task) keeps its held
     batches until then; another tenant's are released meanwhile, and the first's once its turn
@@ -121,6 +122,7 @@ def test_a_tenant_waiting_for_its_turn_is_skipped_and_the_others_are_released(
     dispatch.hold("limited", priority, BATCHES[:2])
     dispatch.hold("other", priority, BATCHES[2:4])
     dispatch.next_turn_in("limited", priority, 0.5)
+    monkeypatch.setattr(registry, "get_active_tenant", lambda schema: object())  # both are tenants
     dispatcher = dispatch.Dispatcher(priorities=[priority])
     try:
         assert dispatcher.once() == 2
@@ -267,3 +269,43 @@ def test_one_look_tells_a_process_about_every_priority_held_only_when_contended(
 def test_the_dispatcher_serves_critical_then_high_then_normal_then_bulk() -> None:
     assert dispatch.Dispatcher().priorities == ["critical", "high", "normal", "bulk"]
     assert dispatch.Dispatcher(priorities=["bulk", "test-x", "high"]).priorities == ["high", "bulk", "test-x"]
+
+
+@pytest.fixture
+def critical_queue(own_keys: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A broker queue of the test's own for `critical` (no worker consumes it)."""
+    from celery import current_app
+
+    name = f"test-critical-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setitem(pipeline.QUEUE_FOR_PRIORITY, "critical", name)
+    yield name
+    with current_app.connection_for_write() as connection:
+        channel: Any = connection.default_channel
+        get_redis().delete(*[channel._q_for_pri(name, p) for p in channel.priority_steps])
+
+
+@pytest.mark.usefixtures("live_db")
+def test_held_batches_of_a_deactivated_or_unknown_tenant_are_dropped_not_released(
+    critical_queue: str, personas: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Released, they would be rejected by the worker before their task could free its place in the
+    bound, and held, they would keep the queue contended: everyone's new work held behind them."""
+    gone = personas.inactive.tenant.schema_name
+    get_redis().set(dispatch._contended_key("critical"), "1", px=5000)
+    for schema in (gone, "nosuchtenant", "alpha"):
+        dispatch.hold(schema, "critical", BATCHES[:3])
+    get_redis().delete(dispatch._contended_key("critical"))
+    dispatcher = dispatch.Dispatcher(priorities=["critical"])
+    try:
+        assert dispatcher.once() == 3  # alpha's three, and nothing else
+        assert held("critical", "alpha") == []
+        assert held("critical", gone) == []
+        assert held("critical", "nosuchtenant") == []
+        assert get_redis().smembers(dispatch._tenants_key("critical")) == set()
+        assert f"dropped 3 held critical batches of '{gone}'" in caplog.text
+        assert "dropped 3 held critical batches of 'nosuchtenant'" in caplog.text
+        assert dispatch.hold("beta", "critical", BATCHES[:1]) == BATCHES[:1]  # not crowded: straight on
+    finally:
+        for task_id in dispatcher.released.get("critical", []):
+            dispatch.release_ended(task_id)
+            urgency.done(task_id)

@@ -6,6 +6,7 @@ so beta's one batch goes out while alpha's twenty wait.
 """
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -13,9 +14,11 @@ from typing import Any
 import pytest
 import redis
 from django.conf import settings
+from django_tenants.utils import schema_context
 
-from notifications import ratelimit
+from notifications import dispatch, ratelimit
 from notifications.fanout import SEND_BATCH
+from notifications.tasks import send_deliveries
 from tenants.schemas import use_public
 from tests.conftest import Personas, Process, wait_until
 from tests.fakes.smtp_server import FakeSmtpServer
@@ -194,3 +197,19 @@ def test_the_dispatcher_counts_what_waits_in_a_broker_queue() -> None:
         channel = dispatcher.broker.default_channel
         lists = [channel._q_for_pri(queue, p) for p in channel.priority_steps]
         redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(*lists)
+
+
+def test_a_release_the_worker_rejects_for_a_deactivated_tenant_frees_its_place_at_once(
+    worker: Process, personas: Personas
+) -> None:
+    """A released batch takes a place in the dispatcher's bound until its task ends. A task whose
+    tenant was deactivated since is rejected before its body runs: the rejection frees the place
+    (not its lease, 150 s later, while the others' work waits for it)."""
+    task_id = str(uuid.uuid4())
+    places = redis.Redis.from_url(settings.REDIS_URL)
+    places.zadd(dispatch.RELEASED_KEY, {task_id: int(time.time() * 1000) + dispatch.RELEASE_LEASE_MS})
+    with schema_context(personas.inactive.tenant.schema_name):
+        send_deliveries.apply_async(args=([str(uuid.uuid4())],), queue="critical", task_id=task_id)
+    line = next(line for line in worker.wait_for_log(f"id={task_id}").splitlines() if f"id={task_id}" in line)
+    assert "unknown or inactive tenant" in line
+    assert places.zscore(dispatch.RELEASED_KEY, task_id) is None
