@@ -9,9 +9,9 @@ ahead of it.
 
 Bulk batches are always held. Critical, high and normal ones only while their queue is contended
 (the dispatcher saw BOUND messages waiting in it, or some tenant's batches of that priority are
-held already and its turn has come), or while their own tenant waits for its turn (below): an
-uncontended notification goes straight to the broker, without the dispatcher's step, and a
-request brings at most BOUND batches straight to a quiet queue, the rest held. Whether a queue is
+held already and its turn has come), or (normal ones) while their own tenant waits for its turn
+(below): an uncontended notification goes straight to the broker, without the dispatcher's step,
+and a request brings at most BOUND batches straight to a quiet queue, the rest held. Whether a queue is
 contended is looked up in Redis at most every SEEN_FOR seconds per process, for all three
 priorities in one round trip. These queues take work that does not pass through the dispatcher
 (a request's first batches, retries, the sweeper's re-enqueues; in `default` also normal
@@ -42,7 +42,9 @@ batch that meets the limit again notes the next one. (Without the note, each rel
 the limit, was published again for later and freed its place at once: the dispatcher turned a
 limited tenant's whole held list into delayed messages within seconds.) The note is per priority,
 not per channel, because the dispatcher does not know a batch's channels: a tenant's SMS batches
-held behind its email ones wait for its email turn, as an email and SMS batch did already.
+held behind its email ones wait for its email turn, as an email and SMS batch did already. That
+is why critical and high work is never held for its turn (NO_NEXT_TURN): a tenant's one critical
+email would wait for its own critical SMS flood's turn. Over the limit, it waits in the broker.
 """
 
 import json
@@ -67,6 +69,10 @@ log = logging.getLogger(__name__)
 FAIR_PRIORITIES = frozenset({"critical", "high", "normal", "bulk"})
 ALWAYS_HELD = frozenset({"bulk"})  # the others are held only while their queue is contended
 SERVING_ORDER = ("critical", "high", "normal", "bulk")  # the dispatcher's order on every loop
+# Priorities whose rate-limited tenant does not wait for its next turn in the dispatcher's list: the
+# turn is per priority, not per channel, so a tenant's one critical email (a sign-in code) would
+# wait behind its own critical SMS for the SMS limit. Their over-limit batches wait in the broker.
+NO_NEXT_TURN = frozenset({"critical", "high"})
 BOUND = 4  # messages waiting in a fair priority's broker queue at once: twice the bulk pool
 HEARTBEAT_KEY = "herald:fair:heartbeat"  # some dispatcher is alive (one serving bulk, at least)
 CONTENDED_TTL_MS = 1000  # the dispatcher renews the flag while the queue is full
@@ -184,6 +190,8 @@ def hold(schema: str, priority: str, batches: Iterable[list[str]]) -> list[list[
             alive, crowded, waiting = _looked_up(priority)
             if not alive:
                 return batches
+            if priority in NO_NEXT_TURN:
+                waiting = frozenset()  # its tenant's next turn holds nothing of this priority
             # A quiet queue takes up to BOUND of them now; the rest wait their turn with the others.
             # A tenant over its rate limit waits for its turn: sent now, they would only be delayed.
             direct = [] if crowded or schema in waiting else batches[:BOUND]
@@ -272,9 +280,9 @@ def next_turn_in(schema: str, priority: str, seconds: float) -> None:
     NEXT_TURN_MAX_MS, and `hold` holds its batches meanwhile. The latest turn noted wins.
 
     Best effort: without the note, its batches are released as before and wait for their turn in
-    the broker instead.
+    the broker instead. Critical and high work is never noted (NO_NEXT_TURN): it always waits so.
     """
-    if priority not in FAIR_PRIORITIES:
+    if priority not in FAIR_PRIORITIES or priority in NO_NEXT_TURN:
         return
     try:
         _next_turn()(keys=[_next_turn_key(priority)], args=[schema, int(seconds * 1000), NEXT_TURN_MAX_MS])

@@ -209,9 +209,10 @@ def send_deliveries(self: Any, delivery_ids: list[str], reserved: bool = False) 
         delay = rate_limit_delay(delivery_ids)
         if delay > RATE_LIMIT_SLACK:
             self.apply_async(args=(delivery_ids,), kwargs={"reserved": True}, countdown=delay, queue=queue)
-            # The tenant's held batches of this priority wait for that turn too, in the dispatcher's
+            # The tenant's held normal and bulk batches wait for that turn too, in the dispatcher's
             # list rather than as delayed messages (noted before this one's place in the bound is
-            # freed, so that the dispatcher does not fill it with another of this tenant's).
+            # freed, so that the dispatcher does not fill it with another of this tenant's). Not its
+            # critical and high ones: those wait in the broker, as this one (dispatch.NO_NEXT_TURN).
             dispatch.next_turn_in(current_schema(), _PRIORITY_OF_QUEUE.get(queue, ""), delay)
             urgency.done(self.request.id)  # noted at publish; its turn is later, nothing is in flight now
             if queue != BULK_QUEUE:
