@@ -84,6 +84,10 @@ HEARTBEAT_TTL = 10  # seconds
 # task clears its own, `release_ended`) or this lease, the send task's hard time limit, runs out.
 RELEASED_KEY = "herald:fair:released"
 RELEASE_LEASE_MS = 150_000
+# A release that ends pushes here; the dispatcher, idle, waits on it for at most its idle sleep, so
+# held critical (and high, normal) work goes out as fast as the worker frees places, not BOUND per
+# 50 ms (measured: 52 batches of one a second against the test worker, with places free).
+WAKE_KEY = "herald:fair:wake"
 # The longest one note of a tenant's next turn holds its batches back: after it they are released
 # again (and the first to meet the limit notes the next turn, if the tenant is still over it).
 # Bounds what a stale note costs, such as one left by a limit an operator has since reset.
@@ -102,6 +106,15 @@ local dropped = redis.call("LLEN", KEYS[1])
 redis.call("DEL", KEYS[1])
 redis.call("SREM", KEYS[2], ARGV[1])
 return dropped
+"""
+
+# A release has ended: free its place, and wake the dispatcher if it was one (KEYS: RELEASED_KEY,
+# WAKE_KEY). One wake-up is enough however many ended: the dispatcher counts its room afresh.
+_ENDED_LUA = """
+if redis.call("ZREM", KEYS[1], ARGV[1]) == 1 then
+  redis.call("LPUSH", KEYS[2], "1")
+  redis.call("LTRIM", KEYS[2], 0, 0)
+end
 """
 
 # Sets `now`: milliseconds on Redis's clock (so every host agrees), for the scripts below.
@@ -299,9 +312,14 @@ def release_ended(task_id: str) -> None:
     """A send task has ended (or handed its turn to a later message): its release, if it was
     one, no longer takes a place in the dispatcher's bound."""
     try:
-        get_redis().zrem(RELEASED_KEY, task_id)
+        _ended()(keys=[RELEASED_KEY, WAKE_KEY], args=[task_id])
     except redis.RedisError:  # the lease ends it, later
         log.debug("could not clear a release", exc_info=True)
+
+
+@lru_cache(maxsize=1)
+def _ended() -> Script:
+    return get_redis().register_script(_ENDED_LUA)
 
 
 def holding(schema: str, priority: str) -> bool:
@@ -494,12 +512,16 @@ class Dispatcher:
             get_redis().delete(_contended_key(priority))
             self._contended.discard(priority)
 
+    def idle(self, seconds: float) -> None:
+        """Wait until a release ends (a place is free) or `seconds` have passed."""
+        get_redis().blpop([WAKE_KEY], timeout=seconds)
+
     def run_forever(self, idle_sleep: float = 0.05) -> None:
         log.info("fair dispatcher running (bound %d per queue)", self.bound)
         while True:
             try:
                 if not self.once():
-                    time.sleep(idle_sleep)
+                    self.idle(idle_sleep)
             except Exception as exc:  # a broker or Redis outage: keep going once it is back
                 log.warning("fair dispatcher: %s; retrying in 1 s", exc)
                 self.broker = _broker()

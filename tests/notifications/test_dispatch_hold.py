@@ -5,6 +5,7 @@ of that dispatcher's way; it is held only while contended, as `normal` is.
 """
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -314,3 +315,24 @@ def test_held_batches_of_a_deactivated_or_unknown_tenant_are_dropped_not_release
         for task_id in dispatcher.released.get("critical", []):
             dispatch.release_ended(task_id)
             urgency.done(task_id)
+
+
+def test_an_idle_dispatcher_wakes_as_soon_as_one_of_its_releases_ends(
+    priority: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asleep 50 ms after a loop that released nothing, the dispatcher released held work at most
+    BOUND per 50 ms however fast the worker freed places. It waits for a place instead; the end of
+    a task it did not release (a direct send's) wakes it for nothing."""
+    monkeypatch.setattr(dispatch, "WAKE_KEY", f"herald:test-wake-{uuid.uuid4().hex[:8]}")
+    dispatcher = dispatch.Dispatcher(priorities=[priority])
+    released = f"task-{uuid.uuid4().hex}"
+    get_redis().zadd(dispatch.RELEASED_KEY, {released: int(time.time() * 1000) + 60_000})
+    dispatch.release_ended(f"task-{uuid.uuid4().hex}")  # not a release
+    started = time.monotonic()
+    dispatcher.idle(0.3)
+    assert time.monotonic() - started >= 0.25
+    threading.Timer(0.1, dispatch.release_ended, [released]).start()
+    started = time.monotonic()
+    dispatcher.idle(2.0)
+    assert time.monotonic() - started < 1.0
+    get_redis().delete(dispatch.WAKE_KEY)
