@@ -357,6 +357,7 @@ class Dispatcher:
         self._beat_at = 0.0
         self._contended: set[str] = set()  # priorities this dispatcher flagged contended
         self._looked_at: dict[str, float] = {}  # when it last counted each contended-only queue
+        self._stopping = False
 
     def queued(self, queue: str) -> int:
         """Messages waiting in the broker queue (Redis LLEN or AMQP's count, through kombu)."""
@@ -516,13 +517,30 @@ class Dispatcher:
         """Wait until a release ends (a place is free) or `seconds` have passed."""
         get_redis().blpop([WAKE_KEY], timeout=seconds)
 
+    def stop(self) -> None:
+        """Stop after the current loop (a signal handler's call: no release is cut in half)."""
+        self._stopping = True
+
+    def retire(self) -> None:
+        """Take down its heartbeats and contention flags: `hold` publishes directly at once, rather
+        than holding work for up to HEARTBEAT_TTL that no dispatcher would release."""
+        keys = [HEARTBEAT_KEY, *map(_heartbeat_key, self.priorities), *map(_contended_key, self._contended)]
+        try:
+            get_redis().delete(*keys)
+        except redis.RedisError:  # they lapse by themselves
+            log.warning("fair dispatcher: could not take down its heartbeats", exc_info=True)
+
     def run_forever(self, idle_sleep: float = 0.05) -> None:
         log.info("fair dispatcher running (bound %d per queue)", self.bound)
-        while True:
-            try:
-                if not self.once():
-                    self.idle(idle_sleep)
-            except Exception as exc:  # a broker or Redis outage: keep going once it is back
-                log.warning("fair dispatcher: %s; retrying in 1 s", exc)
-                self.broker = _broker()
-                time.sleep(1)
+        try:
+            while not self._stopping:
+                try:
+                    if not self.once():
+                        self.idle(idle_sleep)
+                except Exception as exc:  # a broker or Redis outage: keep going once it is back
+                    log.warning("fair dispatcher: %s; retrying in 1 s", exc)
+                    self.broker = _broker()
+                    time.sleep(1)
+        finally:  # stopped, or interrupted (KeyboardInterrupt)
+            self.retire()
+            log.info("fair dispatcher stopped")

@@ -5,6 +5,8 @@ of that dispatcher's way; it is held only while contended, as `normal` is.
 """
 
 import json
+import signal
+import sys
 import threading
 import time
 import uuid
@@ -12,10 +14,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from notifications import dispatch, pipeline, urgency
 from tenants import registry
 from tenants.redis_client import get_redis
+from tests.conftest import Broker, Process, service_env, wait_until
 
 BATCHES = [[f"d{i}"] for i in range(10)]
 
@@ -336,3 +340,18 @@ def test_an_idle_dispatcher_wakes_as_soon_as_one_of_its_releases_ends(
     dispatcher.idle(2.0)
     assert time.monotonic() - started < 1.0
     get_redis().delete(dispatch.WAKE_KEY)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_dispatcher_stopped_cleanly_takes_its_heartbeats_down_at_once(broker: Broker, signum: int) -> None:
+    """Left to lapse (10 s), they had `hold` hold critical work that no dispatcher would release."""
+    env = service_env("smtp://127.0.0.1:1", TEST_REDIS_URL=broker.url, TEST_CELERY_BROKER_URL=broker.url)
+    own = redis.Redis.from_url(broker.url)
+    proc = Process("dispatcher-stopped", [sys.executable, "manage.py", "dispatch"], env)
+    try:
+        wait_until(lambda: own.exists(dispatch._heartbeat_key("critical")), timeout=30)
+        proc.proc.send_signal(signum)
+        assert proc.proc.wait(timeout=10) == 0
+        assert own.keys("herald:fair:heartbeat*") == []
+    finally:
+        proc.stop()

@@ -1,3 +1,4 @@
+import signal
 from argparse import ArgumentParser
 from typing import Any
 
@@ -16,4 +17,8 @@ class Command(BaseCommand):
         parser.add_argument("--bound", type=int, default=BOUND, help="messages allowed in the broker queue")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        Dispatcher(bound=options["bound"]).run_forever()
+        dispatcher = Dispatcher(bound=options["bound"])
+        # A clean stop takes its heartbeats down, so work is published directly at once.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: dispatcher.stop())
+        dispatcher.run_forever()
