@@ -355,3 +355,34 @@ def test_a_dispatcher_stopped_cleanly_takes_its_heartbeats_down_at_once(broker: 
         assert own.keys("herald:fair:heartbeat*") == []
     finally:
         proc.stop()
+
+
+def test_the_contended_flag_alone_has_a_quiet_urgent_queue_hold_everything(urgent: str) -> None:
+    """Nothing held, no tenant waiting its turn: only the dispatcher's flag makes `hold` hold."""
+    assert dispatch.hold("t1", urgent, BATCHES[:2]) == BATCHES[:2]
+    get_redis().set(dispatch._contended_key(urgent), "1", px=5000)
+    assert dispatch.hold("t1", urgent, BATCHES[:2]) == []
+    assert held(urgent, "t1") == BATCHES[:2]
+
+
+@pytest.mark.parametrize("urgent_queue", ["critical", "high"])
+def test_the_dispatcher_flags_an_urgent_queue_contended_while_bound_messages_wait_in_it(
+    own_keys: None, urgent_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from celery import current_app
+
+    name = f"test-{urgent_queue}-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setitem(pipeline.QUEUE_FOR_PRIORITY, urgent_queue, name)
+    dispatcher = dispatch.Dispatcher(priorities=[urgent_queue])
+    with current_app.connection_for_write() as connection:
+        channel: Any = connection.default_channel
+        try:
+            channel.client.lpush(name, *["waiting"] * (dispatch.BOUND - 1))
+            dispatcher.once()
+            assert not get_redis().exists(dispatch._contended_key(urgent_queue))
+            channel.client.lpush(name, "waiting")
+            dispatcher._looked_at.clear()  # it counts each such queue every CONTENDED_LOOK_S
+            dispatcher.once()
+            assert get_redis().exists(dispatch._contended_key(urgent_queue))
+        finally:
+            get_redis().delete(*[channel._q_for_pri(name, p) for p in channel.priority_steps])
