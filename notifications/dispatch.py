@@ -20,9 +20,10 @@ the dispatcher counts only its own releases still in flight (until their task en
 task's time limit), not the queue's length: other traffic there can slow held work, never stop it.
 
 `critical` and `high` are two queues read by one pool (deploy/Procfile: `-Q critical,high`,
-one process), which takes from them in turn (kombu's round-robin over a worker's queues). Each
-still has its own contention flag and its own BOUND of releases in flight: a message in one
-waits behind its own queue and about as many of the other's, which is kept short the same way. A
+one process), which on Redis takes from them in turn (kombu's round-robin over a worker's queues;
+RabbitMQ promises no such order: docs/delivery-engine.md). Each still has its own contention flag
+and its own BOUND of releases in flight: a message in one waits behind its own queue and about as
+many of the other's, which is kept short the same way. A
 room shared by the two and filled critical first would give critical precedence, but would stop
 high altogether while any tenant floods critical; in turn, each keeps half of the pool.
 
