@@ -502,7 +502,7 @@ def _address(recipient: KnownRecipient, channel: str) -> str:
 def enqueue_all(by_priority: Mapping[str, list[str]], *, schema: str | None = None, batch: int = 100) -> None:
     """Enqueue many deliveries, `batch` ids per message (never a message per delivery).
 
-    Bulk batches, and normal ones while the `default` queue is contended, go to the fair
+    Bulk batches, and critical, high and normal ones while their queue is contended, go to the fair
     dispatcher when one is running (notifications.dispatch).
     """
     from . import dispatch

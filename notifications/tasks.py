@@ -20,8 +20,10 @@ from celery import shared_task
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
+from django.dispatch import receiver
 from django.utils import timezone
 
+from tenants import task_tenancy
 from tenants.schemas import current_schema, current_tenant
 
 from . import compose, dispatch, health, live, ratelimit, urgency
@@ -207,9 +209,10 @@ def send_deliveries(self: Any, delivery_ids: list[str], reserved: bool = False) 
         delay = rate_limit_delay(delivery_ids)
         if delay > RATE_LIMIT_SLACK:
             self.apply_async(args=(delivery_ids,), kwargs={"reserved": True}, countdown=delay, queue=queue)
-            # The tenant's held batches of this priority wait for that turn too, in the dispatcher's
+            # The tenant's held normal and bulk batches wait for that turn too, in the dispatcher's
             # list rather than as delayed messages (noted before this one's place in the bound is
-            # freed, so that the dispatcher does not fill it with another of this tenant's).
+            # freed, so that the dispatcher does not fill it with another of this tenant's). Not its
+            # critical and high ones: those wait in the broker, as this one (dispatch.NO_NEXT_TURN).
             dispatch.next_turn_in(current_schema(), _PRIORITY_OF_QUEUE.get(queue, ""), delay)
             urgency.done(self.request.id)  # noted at publish; its turn is later, nothing is in flight now
             if queue != BULK_QUEUE:
@@ -226,6 +229,16 @@ def send_deliveries(self: Any, delivery_ids: list[str], reserved: bool = False) 
     finally:
         urgency.done(noted)
         dispatch.release_ended(self.request.id)  # if the fair dispatcher released it
+
+
+@receiver(task_tenancy.tenant_gone, weak=False)
+def free_a_rejected_release(sender: str, task_id: Any = None, **_: Any) -> None:
+    """A send task whose tenant was deactivated or deleted since it was published is rejected
+    before its body runs: its place in the fair dispatcher's bound (if the dispatcher released it)
+    is freed here, not when its lease runs out, and its urgent-work note with it."""
+    if sender == send_deliveries.name and isinstance(task_id, str):
+        dispatch.release_ended(task_id)
+        urgency.done(task_id)
 
 
 def _send(delivery_ids: list[str]) -> None:

@@ -528,7 +528,8 @@ def process_commands(env: Mapping[str, str], services: Services) -> dict[str, st
             "celery", "-A", "tenant_platform", "beat",
             "-S", "django_celery_beat.schedulers:DatabaseScheduler", "-l", "info",
         ),
-        # Releases bulk work round-robin across tenants (docs/delivery-engine.md).
+        # Releases bulk work (and contended critical, high and normal work) round-robin across tenants
+        # (docs/delivery-engine.md).
         "dispatcher": shlex.join([sys.executable, "manage.py", "dispatch"]),
     }  # fmt: skip
     if services.mail_catcher_port is not None:

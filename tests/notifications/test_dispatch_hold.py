@@ -5,15 +5,21 @@ of that dispatcher's way; it is held only while contended, as `normal` is.
 """
 
 import json
+import signal
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from notifications import dispatch, pipeline, urgency
+from tenants import registry
 from tenants.redis_client import get_redis
+from tests.conftest import Broker, Process, service_env, wait_until
 
 BATCHES = [[f"d{i}"] for i in range(10)]
 
@@ -112,7 +118,7 @@ def queue(priority: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def test_a_tenant_waiting_for_its_turn_is_skipped_and_the_others_are_released(
-    priority: str, queue: str
+    priority: str, queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A tenant over its send rate limit (its next turn noted by a send task) keeps its held
     batches until then; another tenant's are released meanwhile, and the first's once its turn
@@ -121,6 +127,7 @@ def test_a_tenant_waiting_for_its_turn_is_skipped_and_the_others_are_released(
     dispatch.hold("limited", priority, BATCHES[:2])
     dispatch.hold("other", priority, BATCHES[2:4])
     dispatch.next_turn_in("limited", priority, 0.5)
+    monkeypatch.setattr(registry, "get_active_tenant", lambda schema: object())  # both are tenants
     dispatcher = dispatch.Dispatcher(priorities=[priority])
     try:
         assert dispatcher.once() == 2
@@ -192,3 +199,190 @@ def test_no_tenant_can_be_named_like_one_of_the_dispatchers_own_keys() -> None:
             if is_valid_schema_name(word):  # some slug would give this schema: it must be refused
                 with pytest.raises(InvalidSlug):
                     schema_for_slug(word.replace("_", "-"))
+
+
+@pytest.fixture
+def own_keys(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The dispatcher's Redis keys under a prefix of the test's own, with a dispatcher serving
+    critical, high and normal alive there: the real priorities can be held without the test
+    worker's dispatcher (if one runs) releasing what the test holds."""
+    own = f"herald:test-{uuid.uuid4().hex[:8]}:"
+    for name in ("_list_key", "_tenants_key", "_contended_key", "_next_turn_key", "_heartbeat_key"):
+        key = getattr(dispatch, name)
+        monkeypatch.setattr(dispatch, name, lambda *args, key=key: key(*args).replace("herald:fair:", own, 1))
+    monkeypatch.setattr(dispatch, "_seen", {})  # nothing this process saw of the real keys, nor left for it
+    monkeypatch.setattr(dispatch, "SEEN_FOR", 0.0)
+    for priority in ("critical", "high", "normal"):
+        get_redis().set(dispatch._heartbeat_key(priority), "1", ex=60)
+    yield
+    get_redis().delete(*get_redis().scan_iter(f"{own}*"))
+
+
+@pytest.fixture(params=["critical", "high"])
+def urgent(request: pytest.FixtureRequest, own_keys: None) -> str:
+    priority: str = request.param
+    return priority
+
+
+def test_a_quiet_urgent_queue_takes_a_notification_straight_and_a_contended_one_holds_it(urgent: str) -> None:
+    """Critical and high are held as normal is: never on a quiet queue (no extra step for the
+    notification), and while their queue is contended, in the tenant's list for its turn."""
+    assert dispatch.hold("t1", urgent, BATCHES[:1]) == BATCHES[:1]
+    assert held(urgent, "t1") == []
+    assert dispatch.hold("t1", urgent, BATCHES) == BATCHES[: dispatch.BOUND]
+    assert held(urgent, "t1") == BATCHES[dispatch.BOUND :]
+    assert dispatch.hold("t2", urgent, BATCHES[:1]) == []  # t1's wait: so does t2's, for its turn
+    assert held(urgent, "t2") == BATCHES[:1]
+    get_redis().set(dispatch._contended_key(urgent), "1", px=5000)
+    assert dispatch.hold("t3", urgent, BATCHES[:1]) == []
+    assert held(urgent, "t3") == BATCHES[:1]
+
+
+def test_a_contended_urgent_queue_holds_nothing_without_a_dispatcher_serving_it(urgent: str) -> None:
+    """An older dispatcher (bulk and normal only) during a deploy has no heartbeat for critical
+    and high: nothing would release what was held, so it goes straight to the broker."""
+    get_redis().delete(dispatch._heartbeat_key(urgent))
+    get_redis().set(dispatch._contended_key(urgent), "1", px=5000)
+    assert dispatch.hold("t1", urgent, BATCHES) == BATCHES
+    assert held(urgent, "t1") == []
+
+
+def test_a_rate_limited_tenants_urgent_work_is_not_held_for_its_next_turn(urgent: str) -> None:
+    """The turn is per priority, not per channel: held for it, a tenant's one critical email (a
+    sign-in code) waited behind its own critical SMS for its SMS limit. Its over-limit critical and
+    high batches wait in the broker instead (the send task publishes them again for later)."""
+    dispatch.next_turn_in("limited", urgent, 30)
+    assert get_redis().exists(dispatch._next_turn_key(urgent)) == 0  # not noted
+    dispatch.next_turn_in("limited", "normal", 30)
+    get_redis().zadd(dispatch._next_turn_key(urgent), {"limited": (time.time() + 30) * 1000})  # noted anyway
+    assert dispatch.hold("limited", urgent, BATCHES[:1]) == BATCHES[:1]  # straight on
+    assert held(urgent, "limited") == []
+    assert dispatch.hold("limited", "normal", BATCHES[:1]) == []  # normal work still waits for its turn
+
+
+def test_one_look_tells_a_process_about_every_priority_held_only_when_contended(
+    own_keys: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that has just looked for a normal request asks Redis nothing more for a critical
+    one: the look covers critical, high and normal in one round trip."""
+    monkeypatch.setattr(dispatch, "SEEN_FOR", 60.0)
+    assert dispatch.hold("t1", "normal", BATCHES[:1]) == BATCHES[:1]
+
+    def no_look() -> Any:
+        raise AssertionError("looked in Redis again")
+
+    monkeypatch.setattr(dispatch, "_look", no_look)
+    assert dispatch.hold("t1", "critical", BATCHES[:1]) == BATCHES[:1]
+    assert dispatch.hold("t1", "high", BATCHES[:1]) == BATCHES[:1]
+
+
+def test_the_dispatcher_serves_critical_then_high_then_normal_then_bulk() -> None:
+    assert dispatch.Dispatcher().priorities == ["critical", "high", "normal", "bulk"]
+    assert dispatch.Dispatcher(priorities=["bulk", "test-x", "high"]).priorities == ["high", "bulk", "test-x"]
+
+
+@pytest.fixture
+def critical_queue(own_keys: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A broker queue of the test's own for `critical` (no worker consumes it)."""
+    from celery import current_app
+
+    name = f"test-critical-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setitem(pipeline.QUEUE_FOR_PRIORITY, "critical", name)
+    yield name
+    with current_app.connection_for_write() as connection:
+        channel: Any = connection.default_channel
+        get_redis().delete(*[channel._q_for_pri(name, p) for p in channel.priority_steps])
+
+
+@pytest.mark.usefixtures("live_db")
+def test_held_batches_of_a_deactivated_or_unknown_tenant_are_dropped_not_released(
+    critical_queue: str, personas: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Released, they would be rejected by the worker before their task could free its place in the
+    bound, and held, they would keep the queue contended: everyone's new work held behind them."""
+    gone = personas.inactive.tenant.schema_name
+    get_redis().set(dispatch._contended_key("critical"), "1", px=5000)
+    for schema in (gone, "nosuchtenant", "alpha"):
+        dispatch.hold(schema, "critical", BATCHES[:3])
+    get_redis().delete(dispatch._contended_key("critical"))
+    dispatcher = dispatch.Dispatcher(priorities=["critical"])
+    try:
+        assert dispatcher.once() == 3  # alpha's three, and nothing else
+        assert held("critical", "alpha") == []
+        assert held("critical", gone) == []
+        assert held("critical", "nosuchtenant") == []
+        assert get_redis().smembers(dispatch._tenants_key("critical")) == set()
+        assert f"dropped 3 held critical batches of '{gone}'" in caplog.text
+        assert "dropped 3 held critical batches of 'nosuchtenant'" in caplog.text
+        assert dispatch.hold("beta", "critical", BATCHES[:1]) == BATCHES[:1]  # not crowded: straight on
+    finally:
+        for task_id in dispatcher.released.get("critical", []):
+            dispatch.release_ended(task_id)
+            urgency.done(task_id)
+
+
+def test_an_idle_dispatcher_wakes_as_soon_as_one_of_its_releases_ends(
+    priority: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asleep 50 ms after a loop that released nothing, the dispatcher released held work at most
+    BOUND per 50 ms however fast the worker freed places. It waits for a place instead; the end of
+    a task it did not release (a direct send's) wakes it for nothing."""
+    monkeypatch.setattr(dispatch, "WAKE_KEY", f"herald:test-wake-{uuid.uuid4().hex[:8]}")
+    dispatcher = dispatch.Dispatcher(priorities=[priority])
+    released = f"task-{uuid.uuid4().hex}"
+    get_redis().zadd(dispatch.RELEASED_KEY, {released: int(time.time() * 1000) + 60_000})
+    dispatch.release_ended(f"task-{uuid.uuid4().hex}")  # not a release
+    started = time.monotonic()
+    dispatcher.idle(0.3)
+    assert time.monotonic() - started >= 0.25
+    threading.Timer(0.1, dispatch.release_ended, [released]).start()
+    started = time.monotonic()
+    dispatcher.idle(2.0)
+    assert time.monotonic() - started < 1.0
+    get_redis().delete(dispatch.WAKE_KEY)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_dispatcher_stopped_cleanly_takes_its_heartbeats_down_at_once(broker: Broker, signum: int) -> None:
+    """Left to lapse (10 s), they had `hold` hold critical work that no dispatcher would release."""
+    env = service_env("smtp://127.0.0.1:1", TEST_REDIS_URL=broker.url, TEST_CELERY_BROKER_URL=broker.url)
+    own = redis.Redis.from_url(broker.url)
+    proc = Process("dispatcher-stopped", [sys.executable, "manage.py", "dispatch"], env)
+    try:
+        wait_until(lambda: own.exists(dispatch._heartbeat_key("critical")), timeout=30)
+        proc.proc.send_signal(signum)
+        assert proc.proc.wait(timeout=10) == 0
+        assert own.keys("herald:fair:heartbeat*") == []
+    finally:
+        proc.stop()
+
+
+def test_the_contended_flag_alone_has_a_quiet_urgent_queue_hold_everything(urgent: str) -> None:
+    """Nothing held, no tenant waiting its turn: only the dispatcher's flag makes `hold` hold."""
+    assert dispatch.hold("t1", urgent, BATCHES[:2]) == BATCHES[:2]
+    get_redis().set(dispatch._contended_key(urgent), "1", px=5000)
+    assert dispatch.hold("t1", urgent, BATCHES[:2]) == []
+    assert held(urgent, "t1") == BATCHES[:2]
+
+
+@pytest.mark.parametrize("urgent_queue", ["critical", "high"])
+def test_the_dispatcher_flags_an_urgent_queue_contended_while_bound_messages_wait_in_it(
+    own_keys: None, urgent_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from celery import current_app
+
+    name = f"test-{urgent_queue}-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setitem(pipeline.QUEUE_FOR_PRIORITY, urgent_queue, name)
+    dispatcher = dispatch.Dispatcher(priorities=[urgent_queue])
+    with current_app.connection_for_write() as connection:
+        channel: Any = connection.default_channel
+        try:
+            channel.client.lpush(name, *["waiting"] * (dispatch.BOUND - 1))
+            dispatcher.once()
+            assert not get_redis().exists(dispatch._contended_key(urgent_queue))
+            channel.client.lpush(name, "waiting")
+            dispatcher._looked_at.clear()  # it counts each such queue every CONTENDED_LOOK_S
+            dispatcher.once()
+            assert get_redis().exists(dispatch._contended_key(urgent_queue))
+        finally:
+            get_redis().delete(*[channel._q_for_pri(name, p) for p in channel.priority_steps])
