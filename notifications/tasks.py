@@ -16,14 +16,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from celery import shared_task
+from celery import shared_task, signals
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
-from django.dispatch import receiver
 from django.utils import timezone
 
-from tenants import task_tenancy
 from tenants.schemas import current_schema, current_tenant
 
 from . import compose, dispatch, health, live, ratelimit, urgency
@@ -214,31 +212,33 @@ def send_deliveries(self: Any, delivery_ids: list[str], reserved: bool = False) 
             # freed, so that the dispatcher does not fill it with another of this tenant's). Not its
             # critical and high ones: those wait in the broker, as this one (dispatch.NO_NEXT_TURN).
             dispatch.next_turn_in(current_schema(), _PRIORITY_OF_QUEUE.get(queue, ""), delay)
-            urgency.done(self.request.id)  # noted at publish; its turn is later, nothing is in flight now
-            if queue != BULK_QUEUE:
-                dispatch.release_ended(self.request.id)
-            return
+            return  # its note and its place in the bound end with it (send_ended)
     if queue == BULK_QUEUE:
         with urgency.bulk_work():
             urgency.checkpoint()
             _send(delivery_ids)
         return
-    noted = urgency.note(self.request.id)
-    try:
-        _send(delivery_ids)
-    finally:
-        urgency.done(noted)
-        dispatch.release_ended(self.request.id)  # if the fair dispatcher released it
+    urgency.note(self.request.id)  # renewed for the send itself; cleared when it ends (send_ended)
+    _send(delivery_ids)
 
 
-@receiver(task_tenancy.tenant_gone, weak=False)
-def free_a_rejected_release(sender: str, task_id: Any = None, **_: Any) -> None:
-    """A send task whose tenant was deactivated or deleted since it was published is rejected
-    before its body runs: its place in the fair dispatcher's bound (if the dispatcher released it)
-    is freed here, not when its lease runs out, and its urgent-work note with it."""
-    if sender == send_deliveries.name and isinstance(task_id, str):
-        dispatch.release_ended(task_id)
-        urgency.done(task_id)
+@signals.task_postrun.connect(weak=False)
+def send_ended(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    """A send task of a priority other than bulk has ended, however: its body returned or raised,
+    the tenancy gate rejected it before its body ran (its tenant deactivated or deleted since it
+    was published), or the gate's own tenant look-up failed (a database blip). Its urgent-work
+    note is cleared, and its place in the fair dispatcher's bound freed if the dispatcher released
+    it, now rather than when their leases run out: with four places a priority, four such ends
+    would otherwise hold every tenant's held work of that priority back for the 150 s lease.
+
+    Celery sends task_postrun after the task's call whatever its outcome (a Reject included), in
+    the process that ran it, for messages the consumer's signature check let through."""
+    if task is None or not task_id or task.name != send_deliveries.name:
+        return
+    if (task.request.delivery_info or {}).get("routing_key") == BULK_QUEUE:
+        return  # bulk work is neither noted nor counted in the bound
+    urgency.done(task_id)
+    dispatch.release_ended(task_id)
 
 
 def _send(delivery_ids: list[str]) -> None:

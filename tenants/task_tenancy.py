@@ -31,7 +31,6 @@ from celery.exceptions import Reject
 from celery.worker.strategy import default as default_strategy
 from django.conf import settings
 from django.db import connections
-from django.dispatch import Signal
 from django_tenants.utils import get_public_schema_name
 from kombu.utils.json import dumps as kombu_dumps
 
@@ -45,13 +44,7 @@ EMBED_FIELDS = ("callbacks", "errbacks", "chain", "chord")
 # Delivery headers that change how a task behaves; signed so they can't be edited in transit.
 SIGNED_HEADERS = ("retries", "eta", "expires")
 
-log = logging.getLogger(__name__)
 security_log = logging.getLogger("herald.security")
-
-# Sent (sender: the task's name; task_id) when a correctly signed message is rejected because its
-# tenant is unknown or inactive: its body never runs, so what it would have cleared up at its end
-# (a place in the fair dispatcher's bound) is cleared up by the receivers instead.
-tenant_gone = Signal()
 
 # Set while a task runs in-process through Task.apply() (eager): no message, no trust boundary.
 _in_process: contextvars.ContextVar[bool] = contextvars.ContextVar("herald_task_in_process", default=False)
@@ -238,9 +231,6 @@ class TenantTask(Task):  # type: ignore[type-arg]
         else:
             tenant = registry.get_active_tenant(schema)
             if tenant is None:
-                for receiver, error in tenant_gone.send_robust(self.name, task_id=request.id):
-                    if isinstance(error, Exception):  # best effort: the rejection matters more
-                        log.warning("%s failed: %s", receiver, error)
                 self._reject(request, "unknown or inactive tenant", schema)
             use_tenant(tenant)
         # The worker's stack protection makes this call the body directly.

@@ -213,3 +213,18 @@ def test_a_release_the_worker_rejects_for_a_deactivated_tenant_frees_its_place_a
     line = next(line for line in worker.wait_for_log(f"id={task_id}").splitlines() if f"id={task_id}" in line)
     assert "unknown or inactive tenant" in line
     assert places.zscore(dispatch.RELEASED_KEY, task_id) is None
+
+
+def test_a_release_whose_task_fails_before_sending_frees_its_place_at_once(
+    worker: Process, personas: Personas
+) -> None:
+    """However a released batch's task ends, its place is freed when it ends: here its first query
+    fails (an id that is no UUID), before the send and its own clean-up."""
+    task_id = str(uuid.uuid4())
+    places = redis.Redis.from_url(settings.REDIS_URL)
+    places.zadd(dispatch.RELEASED_KEY, {task_id: int(time.time() * 1000) + dispatch.RELEASE_LEASE_MS})
+    with schema_context(personas.alpha.tenant.schema_name):
+        send_deliveries.apply_async(args=(["not-a-uuid"],), queue="critical", task_id=task_id)
+    log = worker.wait_for_log(f"{task_id}] raised")
+    assert "DataError" in log or "invalid input syntax for type uuid" in log
+    wait_until(lambda: places.zscore(dispatch.RELEASED_KEY, task_id) is None, timeout=10)
