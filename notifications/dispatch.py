@@ -52,6 +52,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
@@ -112,6 +113,14 @@ local dropped = redis.call("LLEN", KEYS[1])
 redis.call("DEL", KEYS[1])
 redis.call("SREM", KEYS[2], ARGV[1])
 return dropped
+"""
+
+# Delete each of KEYS (a dispatcher's heartbeats) that still holds ARGV[1], its own token: one
+# started since (a rolling deploy) has written its own, which must stay.
+_RETIRE_LUA = """
+for _, key in ipairs(KEYS) do
+  if redis.call("GET", key) == ARGV[1] then redis.call("DEL", key) end
+end
 """
 
 # A release has ended: free its place, and wake the dispatcher if it was one (KEYS: RELEASED_KEY,
@@ -365,6 +374,9 @@ class Dispatcher:
         self.pop = get_redis().register_script(_POP_LUA)
         self.drop = get_redis().register_script(_DROP_LUA)
         self.held_tenants = get_redis().register_script(_TENANTS_LUA)
+        self.unbeat = get_redis().register_script(_RETIRE_LUA)
+        # Its heartbeats' value (readers only ask whether they exist): its retire deletes only these.
+        self.token = uuid.uuid4().hex
         self.broker = _broker()
         self._sizer: Any = None  # kombu's Redis count (LLEN of each priority list), if the broker has it
         self._beat_at = 0.0
@@ -392,9 +404,9 @@ class Dispatcher:
         now = time.monotonic()
         if now - self._beat_at >= 1.0:
             pipe = get_redis().pipeline(transaction=False)
-            pipe.set(HEARTBEAT_KEY, "1", ex=HEARTBEAT_TTL)
+            pipe.set(HEARTBEAT_KEY, self.token, ex=HEARTBEAT_TTL)
             for priority in self.priorities:
-                pipe.set(_heartbeat_key(priority), "1", ex=HEARTBEAT_TTL)
+                pipe.set(_heartbeat_key(priority), self.token, ex=HEARTBEAT_TTL)
             pipe.execute()
             self._beat_at = now
 
@@ -552,11 +564,16 @@ class Dispatcher:
         self._stopping = True
 
     def retire(self) -> None:
-        """Take down its heartbeats and contention flags: `hold` publishes directly at once, rather
-        than holding work for up to HEARTBEAT_TTL that no dispatcher would release."""
-        keys = [HEARTBEAT_KEY, *map(_heartbeat_key, self.priorities), *map(_contended_key, self._contended)]
+        """Take down its heartbeats and the contention flags it set: `hold` publishes directly at
+        once, rather than holding work for up to HEARTBEAT_TTL that no dispatcher would release.
+
+        Only heartbeats that still hold its own token: in a rolling deploy the dispatcher that
+        replaces it may be running already, and its heartbeats must stay.
+        """
         try:
-            get_redis().delete(*keys)
+            self.unbeat(keys=[HEARTBEAT_KEY, *map(_heartbeat_key, self.priorities)], args=[self.token])
+            if self._contended:
+                get_redis().delete(*map(_contended_key, self._contended))
         except redis.RedisError:  # they lapse by themselves
             log.warning("fair dispatcher: could not take down its heartbeats", exc_info=True)
 

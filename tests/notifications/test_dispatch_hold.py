@@ -411,17 +411,43 @@ def test_an_idle_dispatcher_wakes_as_soon_as_one_of_its_releases_ends(
     get_redis().delete(dispatch.WAKE_KEY)
 
 
+def test_a_retiring_dispatcher_leaves_the_heartbeats_of_one_started_since_and_takes_its_own_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a rolling deploy the new dispatcher runs before the old one stops: the old one's clean
+    stop took the new one's heartbeats down, and `hold` published directly until its next beat."""
+    monkeypatch.setattr(dispatch, "HEARTBEAT_KEY", f"herald:test-{uuid.uuid4().hex[:8]}:heartbeat")
+    priority = "normal"  # under the test's own HEARTBEAT_KEY: not the test worker's dispatcher's
+    heartbeats = [dispatch.HEARTBEAT_KEY, dispatch._heartbeat_key(priority)]
+    old, new = dispatch.Dispatcher(priorities=[priority]), dispatch.Dispatcher(priorities=[priority])
+    try:
+        old.heartbeat()
+        new.heartbeat()
+        old.retire()
+        assert get_redis().exists(*heartbeats) == 2
+        assert dispatch.dispatcher_alive(priority)
+        new.retire()
+        assert get_redis().exists(*heartbeats) == 0
+        assert not dispatch.dispatcher_alive(priority)
+    finally:
+        get_redis().delete(*heartbeats)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_dispatcher_stopped_cleanly_takes_its_heartbeats_down_at_once(broker: Broker, signum: int) -> None:
-    """Left to lapse (10 s), they had `hold` hold critical work that no dispatcher would release."""
+    """Left to lapse (10 s), they had `hold` hold critical work that no dispatcher would release.
+    The contention flags it set go too (BOUND messages wait in `critical`, no worker reading it)."""
     env = service_env("smtp://127.0.0.1:1", TEST_REDIS_URL=broker.url, TEST_CELERY_BROKER_URL=broker.url)
     own = redis.Redis.from_url(broker.url)
+    own.lpush(pipeline.QUEUE_FOR_PRIORITY["critical"], *["waiting"] * dispatch.BOUND)
     proc = Process("dispatcher-stopped", [sys.executable, "manage.py", "dispatch"], env)
     try:
         wait_until(lambda: own.exists(dispatch._heartbeat_key("critical")), timeout=30)
+        wait_until(lambda: own.exists(dispatch._contended_key("critical")), timeout=10)
         proc.proc.send_signal(signum)
         assert proc.proc.wait(timeout=10) == 0
         assert own.keys("herald:fair:heartbeat*") == []
+        assert own.keys("herald:fair:*:contended") == []
     finally:
         proc.stop()
 
