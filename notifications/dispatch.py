@@ -48,16 +48,18 @@ is why critical and high work is never held for its turn (NO_NEXT_TURN): a tenan
 email would wait for its own critical SMS flood's turn. Over the limit, it waits in the broker.
 """
 
+import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
 import redis
+from django import db
 from django.conf import settings
-from django.db import DatabaseError, connection
 from kombu import Connection
 from kombu.exceptions import ChannelError
 from redis.commands.core import Script
@@ -93,6 +95,10 @@ WAKE_KEY = "herald:fair:wake"
 # again (and the first to meet the limit notes the next turn, if the tenant is still over it).
 # Bounds what a stale note costs, such as one left by a limit an operator has since reset.
 NEXT_TURN_MAX_MS = 300_000
+# After the database fails a tenant look-up, how long every tenant counts as active (its work is
+# released; the worker's gate decides) before the dispatcher asks it again: not a reconnection per
+# tenant per loop, 20 loops a second, nor a warning each, while it is down.
+DB_BACKOFF_S = 5.0
 
 # Pop the first batch of a tenant's list; forget the tenant when its list is empty.
 _POP_LUA = """
@@ -107,6 +113,14 @@ local dropped = redis.call("LLEN", KEYS[1])
 redis.call("DEL", KEYS[1])
 redis.call("SREM", KEYS[2], ARGV[1])
 return dropped
+"""
+
+# Delete each of KEYS (a dispatcher's heartbeats) that still holds ARGV[1], its own token: one
+# started since (a rolling deploy) has written its own, which must stay.
+_RETIRE_LUA = """
+for _, key in ipairs(KEYS) do
+  if redis.call("GET", key) == ARGV[1] then redis.call("DEL", key) end
+end
 """
 
 # A release has ended: free its place, and wake the dispatcher if it was one (KEYS: RELEASED_KEY,
@@ -360,12 +374,16 @@ class Dispatcher:
         self.pop = get_redis().register_script(_POP_LUA)
         self.drop = get_redis().register_script(_DROP_LUA)
         self.held_tenants = get_redis().register_script(_TENANTS_LUA)
+        self.unbeat = get_redis().register_script(_RETIRE_LUA)
+        # Its heartbeats' value (readers only ask whether they exist): its retire deletes only these.
+        self.token = uuid.uuid4().hex
         self.broker = _broker()
         self._sizer: Any = None  # kombu's Redis count (LLEN of each priority list), if the broker has it
         self._beat_at = 0.0
         self._contended: set[str] = set()  # priorities this dispatcher flagged contended
         self._looked_at: dict[str, float] = {}  # when it last counted each contended-only queue
         self._stopping = False
+        self._db_down_until = 0.0  # monotonic: until then, `active` asks the database nothing
 
     def queued(self, queue: str) -> int:
         """Messages waiting in the broker queue (Redis LLEN or AMQP's count, through kombu)."""
@@ -386,9 +404,9 @@ class Dispatcher:
         now = time.monotonic()
         if now - self._beat_at >= 1.0:
             pipe = get_redis().pipeline(transaction=False)
-            pipe.set(HEARTBEAT_KEY, "1", ex=HEARTBEAT_TTL)
+            pipe.set(HEARTBEAT_KEY, self.token, ex=HEARTBEAT_TTL)
             for priority in self.priorities:
-                pipe.set(_heartbeat_key(priority), "1", ex=HEARTBEAT_TTL)
+                pipe.set(_heartbeat_key(priority), self.token, ex=HEARTBEAT_TTL)
             pipe.execute()
             self._beat_at = now
 
@@ -478,20 +496,36 @@ class Dispatcher:
         return released
 
     def active(self, priority: str, schema: str) -> bool:
-        """Whether `schema` is an active tenant's (the tenant cache the workers use); if not, its
-        held batches of `priority` are dropped, and said so in the log.
+        """Whether `schema` is an active tenant's (the tenant cache the workers use, then the
+        database, past the cache); if not, its held batches of `priority` are dropped, and said so
+        in the log.
 
         Released, each would be rejected by the worker's tenancy gate, and a tenant deactivated or
         deleted with batches held would keep the queue contended: every tenant's new work of that
         priority held behind batches that never run. Its deliveries stay queued rows in its schema:
-        the sweeper sends them if the tenant is active again.
+        the sweeper sends them if the tenant is active again. The cache alone may still say "no such
+        tenant" for up to TENANT_CACHE_CHECK_INTERVAL after a tenant is (re)activated, so a drop
+        is decided on a read of the database (drops are rare: one query each).
         """
+        if time.monotonic() < self._db_down_until:  # the database failed a moment ago
+            return True
         try:
             if registry.get_active_tenant(schema) is not None:
                 return True
-        except DatabaseError:  # cannot tell now: release them; the worker's gate decides
-            log.warning("fair dispatcher: could not look up tenant %.70r", schema, exc_info=True)
-            connection.close()  # a new one on the next look, should this one be broken
+            if registry.read_active_tenant(schema) is not None:  # the cache was stale
+                return True
+        except db.Error:  # also InterfaceError (a closed connection), which is no DatabaseError
+            # Cannot tell now: release them (the worker's gate decides), and every other tenant's
+            # too until the back-off ends, rather than reconnect for each tenant on every loop.
+            log.warning(
+                "fair dispatcher: could not look up tenant %.70r; releasing all held work for %g s",
+                schema,
+                DB_BACKOFF_S,
+                exc_info=True,
+            )
+            self._db_down_until = time.monotonic() + DB_BACKOFF_S
+            with contextlib.suppress(db.Error):
+                db.connection.close()  # a new one at the next look, should this one be broken
             return True
         dropped = self.drop(keys=[_list_key(priority, schema), _tenants_key(priority)], args=[schema])
         log.warning(
@@ -530,11 +564,16 @@ class Dispatcher:
         self._stopping = True
 
     def retire(self) -> None:
-        """Take down its heartbeats and contention flags: `hold` publishes directly at once, rather
-        than holding work for up to HEARTBEAT_TTL that no dispatcher would release."""
-        keys = [HEARTBEAT_KEY, *map(_heartbeat_key, self.priorities), *map(_contended_key, self._contended)]
+        """Take down its heartbeats and the contention flags it set: `hold` publishes directly at
+        once, rather than holding work for up to HEARTBEAT_TTL that no dispatcher would release.
+
+        Only heartbeats that still hold its own token: in a rolling deploy the dispatcher that
+        replaces it may be running already, and its heartbeats must stay.
+        """
         try:
-            get_redis().delete(*keys)
+            self.unbeat(keys=[HEARTBEAT_KEY, *map(_heartbeat_key, self.priorities)], args=[self.token])
+            if self._contended:
+                get_redis().delete(*map(_contended_key, self._contended))
         except redis.RedisError:  # they lapse by themselves
             log.warning("fair dispatcher: could not take down its heartbeats", exc_info=True)
 

@@ -45,6 +45,13 @@ def get_active_tenant(schema_name: str) -> Tenant | None:
     return tenant
 
 
+def read_active_tenant(schema_name: str) -> Tenant | None:
+    """The active tenant owning `schema_name`, read from the database now, past the cache: for a
+    rare decision that a cached "no such tenant", stale for up to TENANT_CACHE_CHECK_INTERVAL after
+    the tenant is (re)activated, must not make alone (the fair dispatcher dropping held work)."""
+    return _load(schema_name)
+
+
 def invalidate() -> None:
     """Tell every process that tenants changed."""
     with _lock:

@@ -321,6 +321,75 @@ def test_held_batches_of_a_deactivated_or_unknown_tenant_are_dropped_not_release
             urgency.done(task_id)
 
 
+@pytest.mark.usefixtures("live_db")
+def test_an_active_tenant_the_tenant_cache_still_calls_unknown_keeps_its_held_batches(
+    critical_queue: str, personas: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process's tenant cache may say "no such tenant" for up to TENANT_CACHE_CHECK_INTERVAL
+    after the tenant is (re)activated: the dispatcher reads the database before it drops anything."""
+    alpha = personas.alpha.tenant.schema_name
+    registry.get_active_tenant(alpha)  # the cache is current
+    monkeypatch.setitem(registry._tenants, alpha, None)  # ... and then says, stale, there is none
+    assert registry.get_active_tenant(alpha) is None
+    get_redis().set(dispatch._contended_key("critical"), "1", px=5000)
+    dispatch.hold(alpha, "critical", BATCHES[:3])
+    get_redis().delete(dispatch._contended_key("critical"))
+    dispatcher = dispatch.Dispatcher(priorities=["critical"])
+    try:
+        assert dispatcher.once() == 3
+        assert held("critical", alpha) == []
+        assert "dropped" not in caplog.text
+    finally:
+        for task_id in dispatcher.released.get("critical", []):
+            dispatch.release_ended(task_id)
+            urgency.done(task_id)
+
+
+def test_while_the_database_fails_held_work_is_released_and_it_is_asked_again_only_after_a_pause(
+    critical_queue: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whether a tenant is active cannot be told then: its work is released (the worker's gate
+    decides), and the dispatcher does not reconnect, nor warn, for every tenant on every loop."""
+    from django.db import InterfaceError
+
+    looks: list[str] = []
+
+    def failing(schema: str) -> None:
+        looks.append(schema)
+        raise InterfaceError("connection already closed")
+
+    monkeypatch.setattr(registry, "get_active_tenant", failing)
+    monkeypatch.setattr(dispatch, "DB_BACKOFF_S", 0.5)
+    get_redis().set(dispatch._contended_key("critical"), "1", px=5000)
+    dispatch.hold("t1", "critical", BATCHES[:2])
+    dispatch.hold("t2", "critical", BATCHES[2:4])
+    get_redis().delete(dispatch._contended_key("critical"))
+    dispatcher = dispatch.Dispatcher(priorities=["critical"])
+    sent: list[str] = []
+
+    def another_held(schema: str) -> None:
+        get_redis().set(dispatch._contended_key("critical"), "1", px=5000)
+        dispatch.hold(schema, "critical", BATCHES[4:5])
+        get_redis().delete(dispatch._contended_key("critical"))
+        sent.extend(dispatcher.released.pop("critical", []))  # room for it (their tasks never run here)
+
+    try:
+        assert dispatcher.once() == 4  # neither tenant's dropped
+        assert looks == ["t1"]
+        another_held("t2")
+        assert dispatcher.once() == 1  # without asking the database again
+        assert looks == ["t1"]
+        assert caplog.text.count("could not look up tenant") == 1
+        time.sleep(0.6)
+        another_held("t1")
+        assert dispatcher.once() == 1
+        assert looks == ["t1", "t1"]  # asked again once the pause was over
+    finally:
+        for task_id in sent + dispatcher.released.get("critical", []):
+            dispatch.release_ended(task_id)
+            urgency.done(task_id)
+
+
 def test_an_idle_dispatcher_wakes_as_soon_as_one_of_its_releases_ends(
     priority: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -342,17 +411,43 @@ def test_an_idle_dispatcher_wakes_as_soon_as_one_of_its_releases_ends(
     get_redis().delete(dispatch.WAKE_KEY)
 
 
+def test_a_retiring_dispatcher_leaves_the_heartbeats_of_one_started_since_and_takes_its_own_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a rolling deploy the new dispatcher runs before the old one stops: the old one's clean
+    stop took the new one's heartbeats down, and `hold` published directly until its next beat."""
+    monkeypatch.setattr(dispatch, "HEARTBEAT_KEY", f"herald:test-{uuid.uuid4().hex[:8]}:heartbeat")
+    priority = "normal"  # under the test's own HEARTBEAT_KEY: not the test worker's dispatcher's
+    heartbeats = [dispatch.HEARTBEAT_KEY, dispatch._heartbeat_key(priority)]
+    old, new = dispatch.Dispatcher(priorities=[priority]), dispatch.Dispatcher(priorities=[priority])
+    try:
+        old.heartbeat()
+        new.heartbeat()
+        old.retire()
+        assert get_redis().exists(*heartbeats) == 2
+        assert dispatch.dispatcher_alive(priority)
+        new.retire()
+        assert get_redis().exists(*heartbeats) == 0
+        assert not dispatch.dispatcher_alive(priority)
+    finally:
+        get_redis().delete(*heartbeats)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_dispatcher_stopped_cleanly_takes_its_heartbeats_down_at_once(broker: Broker, signum: int) -> None:
-    """Left to lapse (10 s), they had `hold` hold critical work that no dispatcher would release."""
+    """Left to lapse (10 s), they had `hold` hold critical work that no dispatcher would release.
+    The contention flags it set go too (BOUND messages wait in `critical`, no worker reading it)."""
     env = service_env("smtp://127.0.0.1:1", TEST_REDIS_URL=broker.url, TEST_CELERY_BROKER_URL=broker.url)
     own = redis.Redis.from_url(broker.url)
+    own.lpush(pipeline.QUEUE_FOR_PRIORITY["critical"], *["waiting"] * dispatch.BOUND)
     proc = Process("dispatcher-stopped", [sys.executable, "manage.py", "dispatch"], env)
     try:
         wait_until(lambda: own.exists(dispatch._heartbeat_key("critical")), timeout=30)
+        wait_until(lambda: own.exists(dispatch._contended_key("critical")), timeout=10)
         proc.proc.send_signal(signum)
         assert proc.proc.wait(timeout=10) == 0
         assert own.keys("herald:fair:heartbeat*") == []
+        assert own.keys("herald:fair:*:contended") == []
     finally:
         proc.stop()
 
