@@ -481,16 +481,26 @@ class Dispatcher:
                     except ValueError:  # not a batch this code wrote: its deliveries stay queued rows
                         log.error("fair dispatcher: dropped an unreadable batch of %s", schema)
                         continue
+                    task_id = str(uuid.uuid4())
+                    counted = priority not in ALWAYS_HELD
                     try:
-                        sent = publish_send(ids, queue, schema)
+                        if counted:
+                            # Its urgent-work note (bulk work steps aside for it, as for
+                            # pipeline.enqueue) and its place are taken before it is published:
+                            # taken after, a task that ran and ended first (this process
+                            # descheduled in between) would leave its place taken for the lease.
+                            urgency.note(task_id)
+                            lease = int(time.time() * 1000) + RELEASE_LEASE_MS
+                            get_redis().zadd(RELEASED_KEY, {task_id: lease})
+                        publish_send(ids, queue, schema, task_id)
                     except Exception:  # not published: back to the head of its list, then retry
                         self.put_back(priority, schema, raw)
+                        if counted:
+                            release_ended(task_id)
+                            urgency.done(task_id)
                         raise
-                    if priority not in ALWAYS_HELD:
-                        urgency.note(sent)  # bulk work steps aside for it, as pipeline.enqueue
-                        lease = int(time.time() * 1000) + RELEASE_LEASE_MS
-                        get_redis().zadd(RELEASED_KEY, {sent: lease})
-                        self.released.setdefault(priority, []).append(sent)
+                    if counted:
+                        self.released.setdefault(priority, []).append(task_id)
                     released += 1
                     room -= 1
         return released

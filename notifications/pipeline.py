@@ -543,16 +543,16 @@ def enqueue(
     return True
 
 
-def publish_send(delivery_ids: list[str], queue: str, schema: str) -> str:
+def publish_send(delivery_ids: list[str], queue: str, schema: str, task_id: str | None = None) -> str:
     """Publish one send task for these deliveries of tenant `schema` onto `queue`, to run now; its
-    task id. Raises what publishing raised."""
+    task id (`task_id`, or a new one). Raises what publishing raised."""
     from .tasks import send_deliveries
 
     direct = _direct_publisher()
     if direct is not None and direct.takes(send_deliveries):
-        return direct.publish(send_deliveries, (delivery_ids,), queue, schema)
+        return direct.publish(send_deliveries, (delivery_ids,), queue, schema, task_id)
     with schema_context(schema):
-        return str(send_deliveries.apply_async(args=(delivery_ids,), queue=queue).id)
+        return str(send_deliveries.apply_async(args=(delivery_ids,), queue=queue, task_id=task_id).id)
 
 
 @cache

@@ -144,12 +144,15 @@ class DirectPublisher:
             )  # redis-py's pool reconnects after a fork: one per process is safe
         return self._client
 
-    def publish(self, task: Any, args: tuple[Any, ...], queue: str, schema: str) -> str:
-        """LPUSH task(*args) onto `queue` for tenant `schema`; the message's task id."""
+    def publish(
+        self, task: Any, args: tuple[Any, ...], queue: str, schema: str, task_id: str | None = None
+    ) -> str:
+        """LPUSH task(*args) onto `queue` for tenant `schema`; the message's task id (`task_id`,
+        or a new one)."""
         from tenants.task_tenancy import SCHEMA_HEADER, SIGNATURE_HEADER, sign  # as in `takes`
 
         task = getattr(task, "_get_current_object", lambda: task)()  # not through a shared_task's proxy
-        task_id = str(uuid.uuid4())
+        task_id = task_id or str(uuid.uuid4())
         root_id, parent_id = task_id, None
         parent = self.app.current_worker_task
         if parent is not None and parent.request.id:

@@ -481,3 +481,48 @@ def test_the_dispatcher_flags_an_urgent_queue_contended_while_bound_messages_wai
             assert get_redis().exists(dispatch._contended_key(urgent_queue))
         finally:
             get_redis().delete(*[channel._q_for_pri(name, p) for p in channel.priority_steps])
+
+
+@pytest.mark.usefixtures("live_db")
+def test_a_release_takes_its_place_and_its_urgent_note_before_it_is_published(
+    critical_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taken after the publish, a task that ran and ended first (the dispatcher descheduled in
+    between, on a busy machine) would find no place to free, and the dispatcher would then take
+    one that nothing frees before the 150 s lease. A publish that fails gives both back."""
+    get_redis().set(dispatch._contended_key("critical"), "1", px=5000)
+    dispatch.hold("alpha", "critical", BATCHES[:2])
+    get_redis().delete(dispatch._contended_key("critical"))
+    seen: list[tuple[str, float | None, float | None]] = []
+    publish = pipeline.publish_send
+
+    def observed(ids: list[str], queue: str, schema: str, task_id: str | None = None) -> str:
+        assert task_id is not None
+        client = get_redis()
+        seen.append(
+            (
+                task_id,
+                client.zscore(dispatch.RELEASED_KEY, task_id),
+                client.zscore(urgency.URGENT_KEY, task_id),
+            )
+        )
+        if len(seen) == 2:
+            raise redis.ConnectionError("the broker went away")
+        return publish(ids, queue, schema, task_id)
+
+    monkeypatch.setattr(pipeline, "publish_send", observed)
+    dispatcher = dispatch.Dispatcher(priorities=["critical"])
+    try:
+        with pytest.raises(redis.ConnectionError):
+            dispatcher.once()
+        (first, first_place, first_note), (failed, failed_place, failed_note) = seen
+        # Both taken before each publish, the failed one's too.
+        assert None not in (first_place, first_note, failed_place, failed_note)
+        assert dispatcher.released["critical"] == [first]
+        assert get_redis().zscore(dispatch.RELEASED_KEY, failed) is None  # given back
+        assert get_redis().zscore(urgency.URGENT_KEY, failed) is None
+        assert held("critical", "alpha") == BATCHES[1:2]  # and its batch is back at the head of the list
+    finally:
+        for task_id in (entry[0] for entry in seen):
+            dispatch.release_ended(task_id)
+            urgency.done(task_id)
