@@ -532,9 +532,19 @@ def enqueue(
             with schema_context(schema):
                 send_deliveries.apply_async(args=(delivery_ids,), queue=queue, countdown=countdown)
         else:
-            task_id = publish_send(delivery_ids, queue, schema)
-            if queue != BULK_QUEUE:  # bulk work steps aside until it has been sent
+            # Bulk work steps aside until it has been sent: noted before the publish, under the
+            # id the message will carry (noted after, a task that ran and ended first would leave
+            # the note for its lease, and bulk work waiting on nothing).
+            task_id = str(uuid.uuid4())
+            urgent = queue != BULK_QUEUE
+            if urgent:
                 urgency.note(task_id)
+            try:
+                publish_send(delivery_ids, queue, schema, task_id)
+            except Exception:
+                if urgent:
+                    urgency.done(task_id)
+                raise
     except Exception:  # any publish failure: the database still has the work
         log.warning(
             "could not enqueue %d deliveries; left queued for the sweeper", len(delivery_ids), exc_info=True

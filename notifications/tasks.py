@@ -218,7 +218,8 @@ def send_deliveries(self: Any, delivery_ids: list[str], reserved: bool = False) 
             urgency.checkpoint()
             _send(delivery_ids)
         return
-    urgency.note(self.request.id)  # renewed for the send itself; cleared when it ends (send_ended)
+    if self.request.id:  # renewed for the send itself; cleared when it ends (send_ended)
+        urgency.note(self.request.id)
     _send(delivery_ids)
 
 

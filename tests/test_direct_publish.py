@@ -76,6 +76,24 @@ def test_a_direct_message_is_the_message_apply_async_publishes(
     assert message_problem(send_deliveries.name, forged, payload) == "bad tenant header signature"
 
 
+def test_a_direct_message_with_the_callers_task_id_is_the_one_apply_async_publishes_with_it(
+    scratch_queue: tuple[str, redis.Redis],
+) -> None:
+    """The fair dispatcher and `pipeline.enqueue` choose the id first (to note the work under it
+    before it can run): with that id, the message is still apply_async's, field by field."""
+    queue, client = scratch_queue
+    ids = [str(uuid.uuid4())]
+    chosen = str(uuid.uuid4())
+    with schema_context("alpha"):
+        send_deliveries.apply_async(args=(ids,), queue=queue, task_id=chosen)
+    assert _direct().publish(send_deliveries, (ids,), queue, "alpha", chosen) == chosen
+    by_celery, direct = _published(client, queue)
+    assert _without_per_message_fields(direct) == _without_per_message_fields(by_celery)
+    for name in ("id", "root_id", SIGNATURE_HEADER):
+        assert direct["headers"][name] == by_celery["headers"][name], name
+    assert direct["headers"]["id"] == direct["properties"]["correlation_id"] == chosen
+
+
 def test_published_from_inside_a_task_it_names_that_task_as_parent_and_root(
     scratch_queue: tuple[str, redis.Redis],
 ) -> None:
