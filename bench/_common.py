@@ -894,13 +894,14 @@ def run_baseline(b: Bench, worker: Proc, items: list[Any], task_name: str, deliv
 
 
 def _bare_urlpatterns() -> list[Any]:
-    from django.db import connection
+    from django.db import connection, transaction
     from django.urls import path
     from rest_framework.request import Request
     from rest_framework.response import Response
     from rest_framework.views import APIView
 
     from tenant_platform.urls import urlpatterns as herald
+    from tenants.redis_client import get_redis
 
     class BareInsert(APIView):
         """Parse the JSON body, INSERT it as one row, answer 202: no auth, no throttle, no tenant."""
@@ -928,10 +929,6 @@ def _bare_urlpatterns() -> list[Any]:
         POST /api/v1/notifications can cost, to read its ratio to the bare view against."""
 
         def post(self, request: Request) -> Response:
-            from django.db import transaction
-
-            from tenants.redis_client import get_redis
-
             notification_id, delivery_id = str(uuid.uuid4()), str(uuid.uuid4())
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(

@@ -445,8 +445,7 @@ class Dispatcher:
 
     def once(self) -> int:
         """Release up to the bound, one batch per tenant per turn; how many were released."""
-        from . import urgency
-        from .pipeline import QUEUE_FOR_PRIORITY, publish_send
+        from .pipeline import QUEUE_FOR_PRIORITY, publish_send, publish_urgent
 
         self.heartbeat()
         released = 0
@@ -485,19 +484,18 @@ class Dispatcher:
                     counted = priority not in ALWAYS_HELD
                     try:
                         if counted:
-                            # Its urgent-work note (bulk work steps aside for it, as for
-                            # pipeline.enqueue) and its place are taken before it is published:
-                            # taken after, a task that ran and ended first (this process
-                            # descheduled in between) would leave its place taken for the lease.
-                            urgency.note(task_id)
+                            # Its place is taken before it is published, as its urgent-work note
+                            # (publish_urgent): taken after, a task that ran and ended first (this
+                            # process descheduled in between) would leave it taken for the lease.
                             lease = int(time.time() * 1000) + RELEASE_LEASE_MS
                             get_redis().zadd(RELEASED_KEY, {task_id: lease})
-                        publish_send(ids, queue, schema, task_id)
+                            publish_urgent(ids, queue, schema, task_id)
+                        else:
+                            publish_send(ids, queue, schema, task_id)
                     except Exception:  # not published: back to the head of its list, then retry
                         self.put_back(priority, schema, raw)
                         if counted:
                             release_ended(task_id)
-                            urgency.done(task_id)
                         raise
                     if counted:
                         self.released.setdefault(priority, []).append(task_id)

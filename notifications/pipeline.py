@@ -531,26 +531,29 @@ def enqueue(
         if countdown:
             with schema_context(schema):
                 send_deliveries.apply_async(args=(delivery_ids,), queue=queue, countdown=countdown)
-        else:
-            # Bulk work steps aside until it has been sent: noted before the publish, under the
-            # id the message will carry (noted after, a task that ran and ended first would leave
-            # the note for its lease, and bulk work waiting on nothing).
-            task_id = str(uuid.uuid4())
-            urgent = queue != BULK_QUEUE
-            if urgent:
-                urgency.note(task_id)
-            try:
-                publish_send(delivery_ids, queue, schema, task_id)
-            except Exception:
-                if urgent:
-                    urgency.done(task_id)
-                raise
+        elif queue == BULK_QUEUE:
+            publish_send(delivery_ids, queue, schema)
+        else:  # bulk work steps aside until it has been sent
+            publish_urgent(delivery_ids, queue, schema, str(uuid.uuid4()))
     except Exception:  # any publish failure: the database still has the work
         log.warning(
             "could not enqueue %d deliveries; left queued for the sweeper", len(delivery_ids), exc_info=True
         )
         return False
     return True
+
+
+def publish_urgent(delivery_ids: list[str], queue: str, schema: str, task_id: str) -> None:
+    """publish_send for work bulk work steps aside for (notifications.urgency): noted as urgent
+    under the id its message will carry before it is published, the note cleared if the publish
+    fails. Noted after, a task that ran and ended first would leave the note for its lease, with
+    bulk work waiting on nothing."""
+    urgency.note(task_id)
+    try:
+        publish_send(delivery_ids, queue, schema, task_id)
+    except Exception:
+        urgency.done(task_id)
+        raise
 
 
 def publish_send(delivery_ids: list[str], queue: str, schema: str, task_id: str | None = None) -> str:
